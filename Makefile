@@ -1,0 +1,45 @@
+# taskpass: two commands on a fresh machine — `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= taskpass.dev.toml
+DEV_CERTS := certs/dev
+
+.PHONY: setup run demo test lint proto proto-check certs bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+certs: setup
+	@if [ ! -f $(DEV_CERTS)/bundle.pem ]; then \
+	  $(BIN)/taskpass certs init --trust-domain example.org --out $(DEV_CERTS); \
+	else echo "dev PKI already in $(DEV_CERTS) (delete it to make a new one)"; fi
+
+run: certs
+	$(BIN)/taskpass serve --config $(CONFIG)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+proto: setup
+	$(BIN)/python proto/generate.py
+
+proto-check: setup
+	$(BIN)/python proto/generate.py --check
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The taskpass server: attestation, policy, issuance and storage behind a gRPC API."""

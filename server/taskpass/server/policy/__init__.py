@@ -1,0 +1,1 @@
+"""Policy-as-code: YAML rules with typed CEL conditions, decided at request time."""

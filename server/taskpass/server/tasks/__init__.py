@@ -1,0 +1,1 @@
+"""The task a workload says it is about to perform."""
