@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers translate proto <-> domain and map domain errors to status codes."""

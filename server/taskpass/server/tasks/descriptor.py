@@ -103,22 +103,22 @@ class TaskDescriptor:
         # frozen dataclass: store an immutable copy of the attributes
         object.__setattr__(self, "attributes", dict(sorted(self.attributes.items())))
 
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-able form, used for audit records and the digest."""
+        return {
+            "task_id": self.task_id,
+            "audience": self.audience,
+            "action": self.action,
+            "tool": self.tool,
+            "sensitivity": self.sensitivity.name.lower(),
+            "environment": self.environment,
+            "requested_ttl_seconds": int(self.requested_ttl.total_seconds()),
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "reason": self.reason,
+            "attributes": dict(self.attributes),
+        }
+
     def digest(self) -> str:
         """SHA-256 over a canonical JSON form: what an approval and a task record are bound to."""
-        canonical = json.dumps(
-            {
-                "task_id": self.task_id,
-                "audience": self.audience,
-                "action": self.action,
-                "tool": self.tool,
-                "sensitivity": self.sensitivity.name.lower(),
-                "environment": self.environment,
-                "requested_ttl_seconds": int(self.requested_ttl.total_seconds()),
-                "deadline": self.deadline.isoformat() if self.deadline else None,
-                "reason": self.reason,
-                "attributes": dict(self.attributes),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()

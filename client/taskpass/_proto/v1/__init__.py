@@ -1,0 +1,1 @@
+"""Generated gRPC code for taskpass.v1 (private)."""

@@ -1,0 +1,180 @@
+"""The async client: one channel, typed calls, typed errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from taskpass._proto.v1 import credential_pb2 as pb
+from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
+from taskpass.client.errors import InvalidRequest, from_rpc_error
+from taskpass.client.models import SENSITIVITIES, Introspection, Task, TaskCredential
+
+_SENSITIVITY = {
+    "public": pb.SENSITIVITY_PUBLIC,
+    "internal": pb.SENSITIVITY_INTERNAL,
+    "confidential": pb.SENSITIVITY_CONFIDENTIAL,
+    "restricted": pb.SENSITIVITY_RESTRICTED,
+}
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _task_proto(task: Task) -> pb.TaskDescriptor:
+    sensitivity = _SENSITIVITY.get(task.sensitivity.lower())
+    if sensitivity is None:
+        raise InvalidRequest(
+            f"task.sensitivity: must be one of {', '.join(SENSITIVITIES)}",
+            details={"field": "task.sensitivity"},
+        )
+    message = pb.TaskDescriptor(
+        task_id=task.task_id,
+        audience=task.audience,
+        action=task.action,
+        tool=task.tool,
+        sensitivity=sensitivity,
+        environment=task.environment,
+        requested_ttl_seconds=max(0, int(task.ttl.total_seconds())),
+        reason=task.reason,
+        attributes=dict(task.attributes),
+    )
+    if task.deadline is not None:
+        message.deadline.FromDatetime(task.deadline.astimezone(dt.UTC))
+    return message
+
+
+def _datetime(ts: Any) -> dt.datetime:
+    value: dt.datetime = ts.ToDatetime(tzinfo=dt.UTC)
+    return value
+
+
+class TaskpassClient:
+    """Talks to a taskpass server over an injected channel.
+
+    Build one with `from_files` (mTLS with an X.509-SVID) or `with_jwt_svid` (server TLS plus a
+    JWT-SVID bearer). Use it as an async context manager, or call `aclose()`.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 10.0) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self._credentials = pb_grpc.CredentialServiceStub(channel)
+
+    @classmethod
+    def from_files(
+        cls,
+        target: str,
+        *,
+        ca: Path,
+        cert: Path,
+        key: Path,
+        server_name: str | None = None,
+        timeout: float = 10.0,
+    ) -> TaskpassClient:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+        )
+        return cls(grpc.aio.secure_channel(target, creds, _options(server_name)), timeout=timeout)
+
+    @classmethod
+    def with_jwt_svid(
+        cls,
+        target: str,
+        *,
+        ca: Path,
+        token: str,
+        server_name: str | None = None,
+        timeout: float = 10.0,
+    ) -> TaskpassClient:
+        creds = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=_read(ca)),
+            grpc.access_token_call_credentials(token),
+        )
+        return cls(grpc.aio.secure_channel(target, creds, _options(server_name)), timeout=timeout)
+
+    async def __aenter__(self) -> TaskpassClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._channel.close(grace=None)
+
+    async def exchange(self, task: Task) -> TaskCredential:
+        """Ask for a credential for `task`; raises Denied, ApprovalPending, InvalidRequest, ..."""
+        request = pb.ExchangeRequest(task=_task_proto(task))
+        try:
+            response = await self._credentials.Exchange(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        cred, decision = response.credential, response.decision
+        return TaskCredential(
+            token=cred.token,
+            jti=cred.jti,
+            issued_at=_datetime(cred.issued_at),
+            expires_at=_datetime(cred.expires_at),
+            scopes=tuple(cred.scopes),
+            decision_id=decision.decision_id,
+            policy_version=decision.policy_version,
+            matched_rules=tuple(decision.matched_rules),
+        )
+
+    async def complete_task(self, task_id: str) -> tuple[str, ...]:
+        """End the task: every credential issued for it is revoked. Returns their jtis."""
+        try:
+            response = await self._credentials.CompleteTask(
+                pb.CompleteTaskRequest(task_id=task_id), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return tuple(response.revoked_jtis)
+
+    async def introspect(self, token: str) -> Introspection:
+        try:
+            r = await self._credentials.Introspect(
+                pb.IntrospectRequest(token=token), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        if not r.active:
+            return Introspection(active=False, claims={})
+        claims: dict[str, object] = {
+            "iss": r.iss,
+            "sub": r.sub,
+            "client_id": r.client_id,
+            "aud": r.aud,
+            "scope": r.scope,
+            "jti": r.jti,
+            "txn": r.txn,
+            "iat": r.iat,
+            "exp": r.exp,
+            "token_type": r.token_type,
+        }
+        return Introspection(active=True, claims=claims)
+
+    async def jwks(self) -> dict[str, Any]:
+        try:
+            r = await self._credentials.GetJwks(pb.GetJwksRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        value: dict[str, Any] = json.loads(r.jwks_json)
+        return value
+
+
+def _options(server_name: str | None) -> list[tuple[str, Any]]:
+    return [("grpc.ssl_target_name_override", server_name)] if server_name else []

@@ -1,0 +1,94 @@
+"""Authorization declared in one table (full method -> who may call), enforced by one interceptor.
+
+Every RPC is attested first (see authn.py); the attested Workload is then available to the
+servicer through `current_workload()`. A method that is not in the table is denied.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from taskpass.server.api.authn import PeerAttestor, authenticate
+from taskpass.server.api.status import abort_with
+from taskpass.server.errors import PermissionDenied, TaskpassError
+from taskpass.server.identity.workload import Workload
+
+
+class Access(enum.Enum):
+    PUBLIC = "public"  # no attestation (health checks, reflection)
+    ANY_WORKLOAD = "any-workload"  # any attested workload
+
+
+_current: contextvars.ContextVar[Workload] = contextvars.ContextVar("taskpass_workload")
+
+
+def current_workload() -> Workload:
+    """The attested caller of the RPC being served."""
+    return _current.get()
+
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+class AuthorizationInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+    def __init__(self, *, attestor: PeerAttestor, table: Mapping[str, Access]) -> None:
+        self._attestor = attestor
+        self._table = dict(table)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        access = self._table.get(method)
+        if handler is None or access is Access.PUBLIC:
+            return handler
+        return _wrap(handler, lambda context: self._admit(method, access, context))
+
+    def _admit(self, method: str, access: Access | None, context: Context) -> None:
+        if access is None:
+            raise PermissionDenied(f"{method} is not open to any caller")
+        _current.set(authenticate(self._attestor, context))
+
+
+def _wrap(handler: Handler, admit: Callable[[Context], None]) -> Handler:
+    """A copy of `handler` whose behaviour runs `admit` first and aborts on its error."""
+    if handler.unary_unary is not None:
+        inner_uu: Any = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Context) -> Any:
+            try:
+                admit(context)
+            except TaskpassError as error:
+                await abort_with(context, error)
+            return await inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        inner_us: Any = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                admit(context)
+            except TaskpassError as error:
+                await abort_with(context, error)
+            async for item in inner_us(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    raise TypeError("client-streaming methods are not used by taskpass")

@@ -1,0 +1,52 @@
+"""proto <-> domain conversions. Validation of values happens in the domain constructors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from taskpass._proto.v1 import credential_pb2 as pb
+from taskpass.server.errors import InvalidRequest
+from taskpass.server.tasks.descriptor import Sensitivity, TaskDescriptor
+
+_SENSITIVITY = {
+    pb.SENSITIVITY_PUBLIC: Sensitivity.PUBLIC,
+    pb.SENSITIVITY_INTERNAL: Sensitivity.INTERNAL,
+    pb.SENSITIVITY_CONFIDENTIAL: Sensitivity.CONFIDENTIAL,
+    pb.SENSITIVITY_RESTRICTED: Sensitivity.RESTRICTED,
+}
+
+
+def timestamp(value: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC))
+    return ts
+
+
+def task_from_proto(message: pb.TaskDescriptor) -> TaskDescriptor:
+    if message.sensitivity not in _SENSITIVITY:
+        raise InvalidRequest(
+            "task.sensitivity", "must be one of public, internal, confidential, restricted"
+        )
+    deadline = None
+    if message.HasField("deadline"):
+        try:
+            deadline = message.deadline.ToDatetime(tzinfo=dt.UTC)
+        except (ValueError, OverflowError):
+            raise InvalidRequest("task.deadline", "is not a valid timestamp") from None
+    try:
+        return TaskDescriptor(
+            task_id=message.task_id,
+            audience=message.audience,
+            action=message.action,
+            sensitivity=_SENSITIVITY[message.sensitivity],
+            requested_ttl=dt.timedelta(seconds=message.requested_ttl_seconds),
+            tool=message.tool,
+            environment=message.environment,
+            deadline=deadline,
+            reason=message.reason,
+            attributes=dict(message.attributes),
+        )
+    except InvalidRequest as error:
+        # Name the field as the caller sees it in the request message.
+        raise InvalidRequest(f"task.{error.field}", error.message.split(": ", 1)[-1]) from None

@@ -1,0 +1,92 @@
+"""CredentialService: Exchange, CompleteTask, Introspect, GetJwks. Parse, call, convert."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from taskpass._proto.v1 import credential_pb2 as pb
+from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
+from taskpass.server.api.authz import current_workload
+from taskpass.server.api.convert import task_from_proto, timestamp
+from taskpass.server.api.status import abort_with
+from taskpass.server.errors import InvalidRequest, TaskpassError
+from taskpass.server.tasks.service import TaskService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+class CredentialServicer(pb_grpc.CredentialServiceServicer):
+    def __init__(self, *, tasks: TaskService, jwks: Callable[[], dict[str, Any]]) -> None:
+        self._tasks = tasks
+        self._jwks = jwks
+
+    async def Exchange(self, request: pb.ExchangeRequest, context: Context) -> pb.ExchangeResponse:
+        try:
+            if not request.HasField("task"):
+                raise InvalidRequest("task", "is required")
+            done = await self._tasks.exchange(current_workload(), task_from_proto(request.task))
+        except TaskpassError as error:
+            await abort_with(context, error)
+        cred, decision = done.credential, done.decision
+        return pb.ExchangeResponse(
+            credential=pb.Credential(
+                token=cred.token,
+                jti=cred.jti,
+                issued_at=timestamp(cred.issued_at),
+                expires_at=timestamp(cred.expires_at),
+                scopes=list(cred.scopes),
+                token_type="Bearer",
+            ),
+            decision=pb.DecisionInfo(
+                decision_id=done.decision_id,
+                outcome=decision.outcome.value,
+                policy_version=decision.policy_version,
+                matched_rules=list(decision.matched_rules),
+                reason=decision.reason,
+            ),
+        )
+
+    async def CompleteTask(
+        self, request: pb.CompleteTaskRequest, context: Context
+    ) -> pb.CompleteTaskResponse:
+        try:
+            if not request.task_id:
+                raise InvalidRequest("task_id", "is required")
+            revoked = await self._tasks.complete(current_workload(), request.task_id)
+        except TaskpassError as error:
+            await abort_with(context, error)
+        return pb.CompleteTaskResponse(revoked_jtis=revoked)
+
+    async def Introspect(
+        self, request: pb.IntrospectRequest, context: Context
+    ) -> pb.IntrospectResponse:
+        try:
+            result = await self._tasks.introspect(request.token)
+        except TaskpassError as error:
+            await abort_with(context, error)
+        if not result.active:
+            return pb.IntrospectResponse(active=False)
+        c = result.claims
+        return pb.IntrospectResponse(
+            active=True,
+            iss=str(c.get("iss", "")),
+            sub=str(c.get("sub", "")),
+            client_id=str(c.get("client_id", "")),
+            aud=str(c.get("aud", "")),
+            scope=str(c.get("scope", "")),
+            jti=str(c.get("jti", "")),
+            txn=str(c.get("txn", "")),
+            iat=_int(c.get("iat")),
+            exp=_int(c.get("exp")),
+            token_type="Bearer",
+        )
+
+    async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
+        return pb.GetJwksResponse(jwks_json=json.dumps(self._jwks(), separators=(",", ":")))

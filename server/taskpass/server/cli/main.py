@@ -1,0 +1,40 @@
+"""The `taskpass` command: server-side commands here, client-side ones from taskpass.client.cli."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from taskpass.client import cli as client_cli
+from taskpass.server.cli import certs, policy, serve
+from taskpass.server.errors import TaskpassError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskpass",
+        description="Workload-identity attestation: SVID in, task-scoped credential out.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve.register(commands)
+    certs.register(commands)
+    policy.register(commands)
+    client_cli.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except TaskpassError as error:
+        print(f"taskpass: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The typed server configuration, read from TOML.
+
+Every table and key is listed in docs/configuration.md. Unknown keys are errors (a typo must not
+silently fall back to a default), relative paths are resolved against `base_dir` (the directory of
+the config file), and every problem is a ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from taskpass.server.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    mtls_address: str
+    """host:port of the gRPC listener that requires a client certificate (X.509-SVID callers)."""
+    tls_address: str | None
+    """host:port of the server-TLS gRPC listener for JWT-SVID bearer callers; None disables it."""
+    http_address: str | None
+    """host:port of the plain HTTP listener (JWKS, metadata, /healthz); None disables it."""
+    cert_file: Path
+    """The server's own X.509-SVID (PEM); with DNS SAN for the name clients dial."""
+    key_file: Path
+    """Its private key (PEM)."""
+    client_ca_files: tuple[Path, ...]
+    """CA certificates the TLS handshake accepts client certs from. The handshake is only a
+    first filter: every chain is validated again by taskpass against the ID's own trust domain."""
+    max_message_bytes: int
+    """Largest request message accepted; larger ones get RESOURCE_EXHAUSTED."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrustDomainConfig:
+    name: str
+    bundle_files: tuple[Path, ...]
+    """PEM files (X.509 authorities) and SPIFFE bundle JWKS files (X.509 and JWT authorities)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MappedCertRuleConfig:
+    issuer_ca_file: Path
+    dns_san: str | None
+    subject_cn: str | None
+    identity: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationConfig:
+    jwt_audience: str
+    """The audience a JWT-SVID must carry to be accepted here (J-7)."""
+    jwt_leeway: dt.timedelta
+    """Clock skew allowed on a JWT-SVID's exp (J-8)."""
+    bundle_reload_interval: dt.timedelta
+    """How often bundle files are checked for changes (a stat, cheap)."""
+    mapped_certs: tuple[MappedCertRuleConfig, ...]
+    """Non-SPIFFE workload certificate mappings; empty means the feature is off."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    file: Path
+    """The policy document (YAML)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    issuer: str
+    """The `iss` of every credential and SET; also the OAuth metadata issuer."""
+    algorithm: str
+    """ES256 (default) or EdDSA."""
+    key_dir: Path
+    """Where signing keys persist (created 0700, key files 0600)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    dsn: str
+    """sqlite:///path/to.db (embedded default) or postgresql://..."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: ListenConfig
+    trust_domains: tuple[TrustDomainConfig, ...]
+    attestation: AttestationConfig
+    policy: PolicyConfig
+    issuer: IssuerConfig
+    store: StoreConfig
+    data_dir: Path
+    dev_mode: bool = False
+    """Dev mode accepts unsigned policy and says so loudly at startup. Never in production."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _duration(path: str, value: object) -> dt.timedelta:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"config: {path} must be a non-negative number of seconds")
+    return dt.timedelta(seconds=value)
+
+
+class _Table:
+    """A TOML table read key by key, so leftovers can be reported as unknown."""
+
+    def __init__(self, path: str, data: object) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: [{path}] must be a table")
+        self.path = path
+        self._data: dict[str, object] = dict(data)
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def take(self, key: str, default: object = ...) -> object:
+        if key in self._data:
+            return self._data.pop(key)
+        if default is ...:
+            raise ConfigError(f"config: missing required key {self._key(key)}")
+        return default
+
+    def string(self, key: str, default: object = ...) -> str:
+        value = self.take(key, default)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"config: {self._key(key)} must be a non-empty string")
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self.take(key, None)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"config: {self._key(key)} must be a string")
+        return value
+
+    def integer(self, key: str, default: object = ...) -> int:
+        value = self.take(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"config: {self._key(key)} must be a positive integer")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.take(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"config: {self._key(key)} must be true or false")
+        return value
+
+    def duration(self, key: str, default: float) -> dt.timedelta:
+        return _duration(self._key(key), self.take(key, default))
+
+    def strings(self, key: str, default: object = ...) -> tuple[str, ...]:
+        value = self.take(key, default)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"config: {self._key(key)} must be a list of strings")
+        return tuple(value)
+
+    def table(self, key: str) -> _Table:
+        return _Table(self._key(key), self.take(key, {}))
+
+    def tables(self, key: str) -> list[_Table]:
+        value = self.take(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"config: {self._key(key)} must be an array of tables")
+        return [_Table(f"{self._key(key)}[{i}]", item) for i, item in enumerate(value)]
+
+    def finish(self) -> None:
+        if self._data:
+            unknown = ", ".join(sorted(self._key(k) for k in self._data))
+            raise ConfigError(f"config: unknown key(s) {unknown}; see docs/configuration.md")
+
+
+def parse_config(text: str, *, base_dir: Path, source: str = "config") -> ServerConfig:
+    """Parse TOML text into a ServerConfig; relative paths resolve against base_dir."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+
+    def path(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base_dir / p)
+
+    root = _Table("", raw)
+    data_dir = path(root.string("data_dir", "data"))
+    dev_mode = root.boolean("dev_mode", False)
+
+    listen_t = root.table("listen")
+    listen = ListenConfig(
+        mtls_address=listen_t.string("mtls_address", "127.0.0.1:8443"),
+        tls_address=listen_t.optional_string("tls_address"),
+        http_address=listen_t.optional_string("http_address"),
+        cert_file=path(listen_t.string("cert_file")),
+        key_file=path(listen_t.string("key_file")),
+        client_ca_files=tuple(path(p) for p in listen_t.strings("client_ca_files")),
+        max_message_bytes=listen_t.integer("max_message_bytes", 64 * 1024),
+    )
+    listen_t.finish()
+
+    domains_t = root.table("trust_domains")
+    domain_names = list(domains_t._data)
+    trust_domains = []
+    for name in domain_names:
+        td = domains_t.table(name)
+        trust_domains.append(
+            TrustDomainConfig(name=name, bundle_files=tuple(path(p) for p in td.strings("bundles")))
+        )
+        td.finish()
+    if not trust_domains:
+        raise ConfigError('config: at least one [trust_domains."<name>"] table is required')
+
+    att_t = root.table("attestation")
+    mapped = []
+    for rule in att_t.tables("mapped_certs"):
+        mapped.append(
+            MappedCertRuleConfig(
+                issuer_ca_file=path(rule.string("issuer_ca_file")),
+                dns_san=rule.optional_string("dns_san"),
+                subject_cn=rule.optional_string("subject_cn"),
+                identity=rule.string("identity"),
+            )
+        )
+        if mapped[-1].dns_san is None and mapped[-1].subject_cn is None:
+            raise ConfigError(f"config: {rule.path} needs dns_san or subject_cn")
+        rule.finish()
+    attestation = AttestationConfig(
+        jwt_audience=att_t.string("jwt_audience"),
+        jwt_leeway=att_t.duration("jwt_leeway_seconds", 30),
+        bundle_reload_interval=att_t.duration("bundle_reload_seconds", 5),
+        mapped_certs=tuple(mapped),
+    )
+    att_t.finish()
+
+    policy_t = root.table("policy")
+    policy = PolicyConfig(file=path(policy_t.string("file")))
+    policy_t.finish()
+
+    issuer_t = root.table("issuer")
+    algorithm = issuer_t.string("algorithm", "ES256")
+    if algorithm not in ("ES256", "EdDSA"):
+        raise ConfigError("config: issuer.algorithm must be ES256 or EdDSA")
+    issuer = IssuerConfig(
+        issuer=issuer_t.string("issuer"),
+        algorithm=algorithm,
+        key_dir=path(issuer_t.string("key_dir", str(data_dir / "keys"))),
+    )
+    issuer_t.finish()
+
+    store_t = root.table("store")
+    dsn = store_t.string("dsn", f"sqlite:///{data_dir / 'taskpass.db'}")
+    store = StoreConfig(dsn=dsn)
+    store_t.finish()
+
+    root.finish()
+    return ServerConfig(
+        listen=listen,
+        trust_domains=tuple(trust_domains),
+        attestation=attestation,
+        policy=policy,
+        issuer=issuer,
+        store=store,
+        data_dir=data_dir,
+        dev_mode=dev_mode,
+    )
+
+
+def load_config(file: Path) -> ServerConfig:
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from exc
+    return parse_config(text, base_dir=file.parent.resolve(), source=str(file))
+
+
+def dev_config(base_dir: Path) -> ServerConfig:
+    """The embedded default `make run` uses: dev PKI in certs/dev, data in data/, dev policy."""
+    text = resources.files("taskpass.server").joinpath("dev.toml").read_text()
+    return parse_config(text, base_dir=base_dir, source="built-in dev config")

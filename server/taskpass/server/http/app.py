@@ -1,0 +1,56 @@
+"""The small plain-HTTP listener: JWKS and OAuth metadata for relying parties, and /healthz.
+
+Key material here is public by construction (the JWKS has no private members).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+JWKS_PATH = "/.well-known/jwks.json"
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+def build_http_app(
+    *,
+    jwks: Callable[[], dict[str, Any]],
+    metadata: Callable[[], dict[str, Any]],
+    ready: Callable[[], Awaitable[bool]],
+) -> web.Application:
+    async def get_jwks(_: web.Request) -> web.Response:
+        return web.json_response(
+            jwks(),
+            content_type="application/jwk-set+json",
+            headers={"Cache-Control": "public, max-age=60"},
+        )
+
+    async def get_metadata(_: web.Request) -> web.Response:
+        return web.json_response(metadata())
+
+    async def get_health(_: web.Request) -> web.Response:
+        ok = await ready()
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable"}, status=200 if ok else 503
+        )
+
+    app = web.Application(client_max_size=4096)
+    app.router.add_get(JWKS_PATH, get_jwks)
+    app.router.add_get(METADATA_PATH, get_metadata)
+    app.router.add_get("/healthz", get_health)
+    return app
+
+
+async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
+    """Start serving on host:port (port 0 picks one); returns the runner and the bound port."""
+    host, _, port = address.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    await site.start()
+    server = site._server  # aiohttp exposes the bound socket only here
+    sockets = getattr(server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1] if sockets else int(port)
+    return runner, bound
