@@ -11,7 +11,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.errors import BadSignatureError, SecurityWarning
 from joserfc.jwk import KeySet
 from taskpass.server.clock import FixedClock
-from taskpass.server.errors import Conflict, InvalidRequest, PermissionDenied
+from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, PermissionDenied
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.tokens import IssuedCredential, TokenIssuer
@@ -73,6 +73,11 @@ def issue(issuer: TokenIssuer, **changes: Any) -> IssuedCredential:
     }
     arguments.update(changes)
     return issuer.issue(**arguments)
+
+
+def test_issuer_is_required(ring: KeyRing, clock: FixedClock) -> None:
+    with pytest.raises(ConfigError, match="issuer"):
+        TokenIssuer(issuer="", keys=ring, clock=clock)
 
 
 # -- the token -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from taskpass.server.clock import Clock
-from taskpass.server.errors import Conflict, InvalidRequest, PermissionDenied
+from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, PermissionDenied
 from taskpass.server.identity.workload import Workload
 from taskpass.server.issuer.jws import sign_compact
 from taskpass.server.issuer.keys import KeyRing
@@ -47,7 +47,7 @@ class TokenIssuer:
 
     def __init__(self, *, issuer: str, keys: KeyRing, clock: Clock) -> None:
         if not issuer:
-            raise InvalidRequest("issuer", "is required (the server's issuer URL or ID)")
+            raise ConfigError("the token issuer (the server's issuer URL or ID) is required")
         self._issuer = issuer
         self._keys = keys
         self._clock = clock
