@@ -39,6 +39,9 @@ class WorkloadPattern:
             return cls(PatternKind.ANY, "", source)
         if len(source.encode()) > _MAX_PATTERN:
             raise ValueError(f"is longer than {_MAX_PATTERN} bytes")
+        if not source.lower().startswith("spiffe:"):
+            _check_mapped_identity(source)
+            return cls(PatternKind.EXACT, source, source)
         kind = PatternKind.EXACT
         base = source
         if source.endswith("/**"):
@@ -70,6 +73,17 @@ class WorkloadPattern:
         return "" not in rest.split("/")
 
 
+def _check_mapped_identity(text: str) -> None:
+    # mirrors what identity/mapped_cert.py accepts as a mapped identity; matched exactly
+    if "*" in text:
+        raise ValueError(
+            f"{text!r}: wildcards work only in SPIFFE ID patterns (spiffe://domain/path/* or /**);"
+            " a mapped certificate identity is matched exactly"
+        )
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError(f"{text[:64]!r}: an identity has no spaces or control characters")
+
+
 def _check_spiffe_id(text: str, *, allow_root: bool) -> None:
     hint = (
         "must be *, a SPIFFE ID such as spiffe://example.org/agents/bot, or one ending in /* "
@@ -78,7 +92,7 @@ def _check_spiffe_id(text: str, *, allow_root: bool) -> None:
     if "*" in text:
         raise ValueError(f"{text!r}: a wildcard may only be the whole last segment; {hint}")
     if not text.startswith("spiffe://"):
-        raise ValueError(f"{text!r} {hint}")
+        raise ValueError(f"{text!r}: {hint}")
     trust_domain, slash, path = text[len("spiffe://") :].partition("/")
     if not _TRUST_DOMAIN.match(trust_domain):
         raise ValueError(
