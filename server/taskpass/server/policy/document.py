@@ -95,6 +95,8 @@ def parse_policy(raw: bytes, *, source: str = "<policy>") -> PolicyDocument:
     label = data.get("version", "")
     if not isinstance(label, str) or len(label) > MAX_NAME_CHARS:
         raise ConfigError(f"{source}: `version` must be a quoted string of at most 256 characters")
+    if not isinstance(data.get("description", ""), str):
+        raise ConfigError(f"{source}: `description` must be a string")
     if "rules" not in data:
         raise ConfigError(f"{source}: `rules` is required (an empty list denies everything)")
     raw_rules = data["rules"]

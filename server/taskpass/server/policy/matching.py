@@ -102,7 +102,9 @@ class Plan:
             value = self.program.eval(bound)
             # an error in any element fails the whole list; then find which one, one by one
             if not cel_env.is_error(value):
-                results = tuple(item is True for item in value.plain_value())
+                items = value.plain_value()
+                if isinstance(items, list) and all(type(item) is bool for item in items):
+                    results = tuple(items)
         if results is None:
             results = tuple(self._evaluate_one(c, bound, policy_version) for c in self.conditional)
         matches = self._by_results.get(results)
