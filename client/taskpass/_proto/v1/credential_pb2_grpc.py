@@ -36,22 +36,22 @@ class CredentialServiceStub:
             channel: A grpc.Channel.
         """
         self.Exchange = channel.unary_unary(
-                '/taskpass._proto.v1.CredentialService/Exchange',
+                '/taskpass.v1.CredentialService/Exchange',
                 request_serializer=taskpass_dot_v1_dot_credential__pb2.ExchangeRequest.SerializeToString,
                 response_deserializer=taskpass_dot_v1_dot_credential__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
         self.CompleteTask = channel.unary_unary(
-                '/taskpass._proto.v1.CredentialService/CompleteTask',
+                '/taskpass.v1.CredentialService/CompleteTask',
                 request_serializer=taskpass_dot_v1_dot_credential__pb2.CompleteTaskRequest.SerializeToString,
                 response_deserializer=taskpass_dot_v1_dot_credential__pb2.CompleteTaskResponse.FromString,
                 _registered_method=True)
         self.Introspect = channel.unary_unary(
-                '/taskpass._proto.v1.CredentialService/Introspect',
+                '/taskpass.v1.CredentialService/Introspect',
                 request_serializer=taskpass_dot_v1_dot_credential__pb2.IntrospectRequest.SerializeToString,
                 response_deserializer=taskpass_dot_v1_dot_credential__pb2.IntrospectResponse.FromString,
                 _registered_method=True)
         self.GetJwks = channel.unary_unary(
-                '/taskpass._proto.v1.CredentialService/GetJwks',
+                '/taskpass.v1.CredentialService/GetJwks',
                 request_serializer=taskpass_dot_v1_dot_credential__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=taskpass_dot_v1_dot_credential__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
@@ -109,9 +109,9 @@ def add_CredentialServiceServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'taskpass._proto.v1.CredentialService', rpc_method_handlers)
+            'taskpass.v1.CredentialService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('taskpass._proto.v1.CredentialService', rpc_method_handlers)
+    server.add_registered_method_handlers('taskpass.v1.CredentialService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -132,7 +132,7 @@ class CredentialService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/taskpass._proto.v1.CredentialService/Exchange',
+            '/taskpass.v1.CredentialService/Exchange',
             taskpass_dot_v1_dot_credential__pb2.ExchangeRequest.SerializeToString,
             taskpass_dot_v1_dot_credential__pb2.ExchangeResponse.FromString,
             options,
@@ -159,7 +159,7 @@ class CredentialService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/taskpass._proto.v1.CredentialService/CompleteTask',
+            '/taskpass.v1.CredentialService/CompleteTask',
             taskpass_dot_v1_dot_credential__pb2.CompleteTaskRequest.SerializeToString,
             taskpass_dot_v1_dot_credential__pb2.CompleteTaskResponse.FromString,
             options,
@@ -186,7 +186,7 @@ class CredentialService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/taskpass._proto.v1.CredentialService/Introspect',
+            '/taskpass.v1.CredentialService/Introspect',
             taskpass_dot_v1_dot_credential__pb2.IntrospectRequest.SerializeToString,
             taskpass_dot_v1_dot_credential__pb2.IntrospectResponse.FromString,
             options,
@@ -213,7 +213,7 @@ class CredentialService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/taskpass._proto.v1.CredentialService/GetJwks',
+            '/taskpass.v1.CredentialService/GetJwks',
             taskpass_dot_v1_dot_credential__pb2.GetJwksRequest.SerializeToString,
             taskpass_dot_v1_dot_credential__pb2.GetJwksResponse.FromString,
             options,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from taskpass.server.api.authn import PeerAttestor, authenticate
@@ -32,10 +32,15 @@ def current_workload() -> Workload:
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
+    _Interceptor = grpc.aio.ServerInterceptor
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class AuthorizationInterceptor(_Interceptor):
     def __init__(self, *, attestor: PeerAttestor, table: Mapping[str, Access]) -> None:
         self._attestor = attestor
         self._table = dict(table)

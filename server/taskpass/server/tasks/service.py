@@ -16,7 +16,8 @@ from taskpass.server.identity.workload import Workload
 from taskpass.server.issuer.tokens import IssuedCredential, TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.decision import Decision, Outcome
-from taskpass.server.policy.engine import PolicyEngine, PolicyRequest
+from taskpass.server.policy.engine import PolicyEngine
+from taskpass.server.policy.request import PolicyRequest
 from taskpass.server.store.base import Store
 from taskpass.server.store.records import AuditEntry, CredentialRecord, TaskRecord
 from taskpass.server.tasks.descriptor import TaskDescriptor

@@ -1,0 +1,108 @@
+"""Config: a typed TOML file; every mistake is a ConfigError naming the key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from taskpass.server.config import dev_config, load_config, parse_config
+from taskpass.server.errors import ConfigError
+
+MINIMAL = """
+[listen]
+cert_file = "server.pem"
+key_file = "server.key"
+client_ca_files = ["bundle.pem"]
+
+[trust_domains."example.org"]
+bundles = ["bundle.pem"]
+
+[attestation]
+jwt_audience = "spiffe://example.org/taskpass/server"
+
+[policy]
+file = "policy.yaml"
+
+[issuer]
+issuer = "https://taskpass.example.org"
+"""
+
+
+def test_minimal_config_fills_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    config = parse_config(MINIMAL, base_dir=tmp_path)
+    assert config.listen.mtls_address == "127.0.0.1:8443"
+    assert config.listen.tls_address is None
+    assert config.listen.cert_file == tmp_path / "server.pem"
+    assert config.trust_domains[0].name == "example.org"
+    assert config.trust_domains[0].bundle_files == (tmp_path / "bundle.pem",)
+    assert config.attestation.jwt_leeway == dt.timedelta(seconds=30)
+    assert config.issuer.algorithm == "ES256"
+    assert config.issuer.key_dir == tmp_path / "data" / "keys"
+    assert config.store.dsn == f"sqlite:///{tmp_path / 'data' / 'taskpass.db'}"
+    assert config.dev_mode is False
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        pytest.param(lambda t: t + "\n[listen2]\n", "unknown key(s) listen2", id="unknown-table"),
+        pytest.param(
+            lambda t: t.replace('key_file = "server.key"', 'key_file = "server.key"\nkeyfile = 1'),
+            "unknown key(s) listen.keyfile",
+            id="unknown-key",
+        ),
+        pytest.param(
+            lambda t: t.replace('cert_file = "server.pem"\n', ""),
+            "missing required key listen.cert_file",
+            id="missing-required",
+        ),
+        pytest.param(
+            lambda t: t.replace(
+                'issuer = "https://taskpass.example.org"', 'issuer = "x"\nalgorithm = "HS256"'
+            ),
+            "issuer.algorithm must be ES256 or EdDSA",
+            id="bad-algorithm",
+        ),
+        pytest.param(
+            lambda t: t.replace("[attestation]", "[attestation]\njwt_leeway_seconds = -1"),
+            "attestation.jwt_leeway_seconds must be a non-negative number",
+            id="negative-duration",
+        ),
+        pytest.param(
+            lambda t: t.replace('bundles = ["bundle.pem"]', "bundles = 3"),
+            "trust_domains.example.org.bundles must be a list of strings",
+            id="wrong-type",
+        ),
+        pytest.param(lambda t: t + "\n[[[", "not valid TOML", id="not-toml"),
+        pytest.param(
+            lambda t: t.replace('[trust_domains."example.org"]\nbundles = ["bundle.pem"]', ""),
+            "at least one [trust_domains",
+            id="no-trust-domain",
+        ),
+    ],
+)
+def test_config_mistakes_name_the_key(tmp_path: Path, edit: object, message: str) -> None:
+    assert callable(edit)
+    with pytest.raises(ConfigError) as info:
+        parse_config(edit(MINIMAL), base_dir=tmp_path)
+    assert message in info.value.message
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_mapped_cert_rule_needs_a_matcher(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[[attestation.mapped_certs]]\nissuer_ca_file = "ca.pem"\nidentity = "x"\n'
+    with pytest.raises(ConfigError, match="needs dns_san or subject_cn"):
+        parse_config(text, base_dir=tmp_path)
+
+
+def test_embedded_dev_config_parses(tmp_path: Path) -> None:
+    config = dev_config(tmp_path)
+    assert config.dev_mode is True
+    assert config.listen.cert_file == tmp_path / "certs/dev/server.pem"
+    assert config.listen.tls_address is not None
