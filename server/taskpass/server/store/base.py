@@ -1,0 +1,153 @@
+"""The store interface, split by aggregate. Backends: sqlite.py (embedded), PostgreSQL (later).
+
+Rules every backend keeps:
+- A write method returns only once its changes are durable (committed, fsynced).
+- A state change and its audit record and revocation event are written in one transaction:
+  all of them or none.
+- Audit and revocation sequence numbers are gap-free in commit order: a reader that has seen N
+  never later finds a record below N it had not seen.
+- Errors are taskpass errors (Conflict, NotFound, Unavailable, ...), never driver exceptions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import TracebackType
+from typing import Protocol, Self
+
+from taskpass.server.store.records import (
+    AuditEntry,
+    AuditRecord,
+    CredentialRecord,
+    NewRevocation,
+    RevocationEvent,
+    RevocationSnapshot,
+    TaskRecord,
+)
+
+MAX_PAGE = 1000
+"""The most records one read_after / read call returns; a larger limit is InvalidRequest."""
+
+
+class CredentialStore(Protocol):
+    """Tasks and the credentials issued for them."""
+
+    async def record_issuance(
+        self, *, task: TaskRecord, credential: CredentialRecord, audit: AuditEntry
+    ) -> None:
+        """Store the task (if new), the credential and its audit record in one transaction.
+
+        Raises Conflict if the task_id was used by this requester for a task with another
+        digest, if the task is already completed, or if the jti is already recorded.
+        """
+        ...
+
+    async def get_credential(self, jti: str) -> CredentialRecord | None: ...
+
+    async def get_task(self, requester: str, task_id: str) -> TaskRecord | None: ...
+
+    async def complete_task(
+        self,
+        *,
+        requester: str,
+        task_id: str,
+        at: dt.datetime,
+        reason: str = "task completed",
+        audit: AuditEntry,
+        event: NewRevocation | None,
+    ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
+        """Mark the task completed and revoke its unrevoked credentials, in one transaction
+        with the audit record and the revocation event (if given).
+
+        The event's expires_at is widened to the latest expiry among the credentials revoked,
+        so it stays in force as long as any of them could still be presented, even one issued
+        after the caller built the event. Returns the revoked credentials (as now stored) and
+        the stored event. Raises NotFound for an unknown task, Conflict if already completed.
+        """
+        ...
+
+    async def revoke_credential(
+        self,
+        *,
+        jti: str,
+        at: dt.datetime,
+        reason: str,
+        audit: AuditEntry,
+        event: NewRevocation | None,
+    ) -> tuple[CredentialRecord, RevocationEvent | None]:
+        """Revoke one credential with its audit record and event, in one transaction.
+
+        The event's expires_at is widened to the credential's expiry. Raises NotFound for an
+        unknown jti, Conflict if it is already revoked.
+        """
+        ...
+
+
+class RevocationLog(Protocol):
+    """The revocation event log, read by the Watch stream.
+
+    Events are appended only by the write methods of other aggregates (complete_task,
+    revoke_credential, ...), in the transaction of the state change they announce.
+    """
+
+    async def read_after(self, seq: int, *, limit: int) -> list[RevocationEvent]:
+        """Events with a seq above `seq`, oldest first, at most `limit` (1..MAX_PAGE)."""
+        ...
+
+    async def in_force(self, now: dt.datetime) -> RevocationSnapshot:
+        """Events whose expires_at is after `now`, with the current seq, read atomically."""
+        ...
+
+    async def current_seq(self) -> int:
+        """The seq of the newest committed event, 0 when there is none."""
+        ...
+
+
+class AuditLog(Protocol):
+    """The append-only, hash-chained audit log (see audit_chain)."""
+
+    async def append(self, entry: AuditEntry) -> AuditRecord:
+        """Append one entry, durable when this returns; the record carries its seq and hash."""
+        ...
+
+    async def read(self, *, after_seq: int = 0, limit: int) -> list[AuditRecord]:
+        """Records with a seq above `after_seq`, oldest first, at most `limit` (1..MAX_PAGE)."""
+        ...
+
+
+class Store(Protocol):
+    """One backend, opened once per process, used as `async with store:` or open()/close()."""
+
+    @property
+    def credentials(self) -> CredentialStore: ...
+
+    @property
+    def revocations(self) -> RevocationLog: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (see migrate)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish queued writes, then disconnect. Calls after this raise Unavailable."""
+        ...
+
+    async def migrate(self) -> int:
+        """Apply pending schema migrations and return the schema version now in place.
+
+        Safe to run on an open or an unopened store and to run twice; refuses (ConfigError) a
+        database whose schema is newer than this code.
+        """
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

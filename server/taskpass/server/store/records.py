@@ -1,0 +1,172 @@
+"""What the store keeps: plain frozen values, no gRPC, no crypto.
+
+Every datetime must be timezone-aware and is normalised to UTC on construction, so a record read
+back from any backend equals the one written, and the audit hash (which covers `at.isoformat()`)
+does not depend on the writer's time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+JsonObject = dict[str, Any]
+"""A JSON-serialisable mapping (str keys; str, int, float, bool, None, list and dict values)."""
+
+
+def utc(value: dt.datetime, field: str) -> dt.datetime:
+    """`value` in UTC; a naive datetime is a bug in the caller, so it fails loudly."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{field} must be a timezone-aware datetime, got a naive one")
+    return value.astimezone(dt.UTC)
+
+
+def _normalise(record: object, *fields: str) -> None:
+    for name in fields:
+        value = getattr(record, name)
+        if value is not None:
+            # Frozen dataclass: __post_init__ is the one place allowed to set fields.
+            object.__setattr__(record, name, utc(value, name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    """A task a requester asked credentials for; unique per (requester, task_id)."""
+
+    requester: str
+    task_id: str
+    digest: str
+    """Content hash of the descriptor: a task_id may be reused only for the very same task."""
+    descriptor: JsonObject
+    created_at: dt.datetime
+    completed_at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        _normalise(self, "created_at", "completed_at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialRecord:
+    """One issued access token (never the token itself: only what revocation and audit need)."""
+
+    jti: str
+    requester: str
+    task_id: str
+    audience: str
+    scopes: tuple[str, ...]
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    policy_version: str
+    kid: str
+    cert_thumbprint: str | None = None
+    approval_id: str | None = None
+    parent_jti: str | None = None
+    revoked_at: dt.datetime | None = None
+    revoke_reason: str = ""
+
+    def __post_init__(self) -> None:
+        _normalise(self, "issued_at", "expires_at", "revoked_at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """What a caller appends to the audit log; the store gives it a seq and chains its hash."""
+
+    kind: str
+    actor: str
+    at: dt.datetime
+    payload: JsonObject
+
+    def __post_init__(self) -> None:
+        _normalise(self, "at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """A stored audit entry. `hash` = sha256(prev_hash + canonical JSON), see audit_chain."""
+
+    seq: int
+    kind: str
+    actor: str
+    at: dt.datetime
+    payload: JsonObject
+    prev_hash: str
+    hash: str
+
+    def __post_init__(self) -> None:
+        _normalise(self, "at")
+
+
+class RevocationKind(enum.StrEnum):
+    CREDENTIAL = "credential"
+    TASK = "task"
+    IDENTITY = "identity"
+    KEY = "key"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewRevocation:
+    """A revocation event before the store numbers it. The SET is signed by the caller first."""
+
+    kind: RevocationKind
+    subject: str
+    task_id: str | None
+    jti: str | None
+    expires_at: dt.datetime
+    """The latest expiry of anything this event revokes: it stays "in force" until then."""
+    at: dt.datetime
+    set_token: str
+    """The signed Security Event Token (RFC 8417) that subscribers receive."""
+    reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", RevocationKind(self.kind))
+        _normalise(self, "expires_at", "at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationEvent:
+    """A stored revocation event; `seq` is gap-free in commit order."""
+
+    seq: int
+    kind: RevocationKind
+    subject: str
+    task_id: str | None
+    jti: str | None
+    expires_at: dt.datetime
+    at: dt.datetime
+    set_token: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", RevocationKind(self.kind))
+        _normalise(self, "expires_at", "at")
+
+    @classmethod
+    def numbered(cls, seq: int, new: NewRevocation) -> RevocationEvent:
+        return cls(
+            seq=seq,
+            kind=new.kind,
+            subject=new.subject,
+            task_id=new.task_id,
+            jti=new.jti,
+            expires_at=new.expires_at,
+            at=new.at,
+            set_token=new.set_token,
+            reason=new.reason,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationSnapshot:
+    """The events still in force, read in one transaction with the sequence they are current at.
+
+    A subscriber that applies `events` and then resumes with `read_after(seq)` misses nothing and
+    sees nothing twice.
+    """
+
+    events: tuple[RevocationEvent, ...]
+    seq: int

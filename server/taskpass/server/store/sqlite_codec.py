@@ -1,0 +1,149 @@
+"""Records <-> SQLite rows (in the column order the statements in sqlite*.py use)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.records import (
+    AuditRecord,
+    CredentialRecord,
+    RevocationEvent,
+    RevocationKind,
+    TaskRecord,
+    utc,
+)
+
+Row = Sequence[Any]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def to_db_time(value: dt.datetime) -> int:
+    """Microseconds since the epoch: exact (no float rounding) and ordered."""
+    return (utc(value, "timestamp") - _EPOCH) // _MICROSECOND
+
+
+def from_db_time(value: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=value)
+
+
+def _optional_time(value: int | None) -> dt.datetime | None:
+    return None if value is None else from_db_time(value)
+
+
+def task_to_row(task: TaskRecord) -> tuple[Any, ...]:
+    return (
+        task.requester,
+        task.task_id,
+        task.digest,
+        canonical_json(task.descriptor),
+        to_db_time(task.created_at),
+        None if task.completed_at is None else to_db_time(task.completed_at),
+    )
+
+
+def task_from_row(row: Row) -> TaskRecord:
+    return TaskRecord(
+        requester=row[0],
+        task_id=row[1],
+        digest=row[2],
+        descriptor=json.loads(row[3]),
+        created_at=from_db_time(row[4]),
+        completed_at=_optional_time(row[5]),
+    )
+
+
+def credential_to_row(credential: CredentialRecord) -> tuple[Any, ...]:
+    c = credential
+    return (
+        c.jti,
+        c.requester,
+        c.task_id,
+        c.audience,
+        json.dumps(list(c.scopes), separators=(",", ":")),
+        to_db_time(c.issued_at),
+        to_db_time(c.expires_at),
+        c.policy_version,
+        c.kid,
+        c.cert_thumbprint,
+        c.approval_id,
+        c.parent_jti,
+        None if c.revoked_at is None else to_db_time(c.revoked_at),
+        c.revoke_reason,
+    )
+
+
+def credential_from_row(row: Row) -> CredentialRecord:
+    return CredentialRecord(
+        jti=row[0],
+        requester=row[1],
+        task_id=row[2],
+        audience=row[3],
+        scopes=tuple(json.loads(row[4])),
+        issued_at=from_db_time(row[5]),
+        expires_at=from_db_time(row[6]),
+        policy_version=row[7],
+        kid=row[8],
+        cert_thumbprint=row[9],
+        approval_id=row[10],
+        parent_jti=row[11],
+        revoked_at=_optional_time(row[12]),
+        revoke_reason=row[13],
+    )
+
+
+def audit_to_row(record: AuditRecord) -> tuple[Any, ...]:
+    return (
+        record.seq,
+        record.kind,
+        record.actor,
+        to_db_time(record.at),
+        canonical_json(record.payload),
+        record.prev_hash,
+        record.hash,
+    )
+
+
+def audit_from_row(row: Row) -> AuditRecord:
+    return AuditRecord(
+        seq=row[0],
+        kind=row[1],
+        actor=row[2],
+        at=from_db_time(row[3]),
+        payload=json.loads(row[4]),
+        prev_hash=row[5],
+        hash=row[6],
+    )
+
+
+def event_to_row(event: RevocationEvent) -> tuple[Any, ...]:
+    return (
+        event.seq,
+        event.kind.value,
+        event.subject,
+        event.task_id,
+        event.jti,
+        to_db_time(event.expires_at),
+        to_db_time(event.at),
+        event.set_token,
+        event.reason,
+    )
+
+
+def event_from_row(row: Row) -> RevocationEvent:
+    return RevocationEvent(
+        seq=row[0],
+        kind=RevocationKind(row[1]),
+        subject=row[2],
+        task_id=row[3],
+        jti=row[4],
+        expires_at=from_db_time(row[5]),
+        at=from_db_time(row[6]),
+        set_token=row[7],
+        reason=row[8],
+    )
