@@ -93,9 +93,7 @@ class TaskpassServer:
             log.warning(
                 "DEV MODE: unsigned policy accepted, dev PKI in use. Never run this in production."
             )
-        bundles = TrustBundles.from_files(
-            {td.name: list(td.bundle_files) for td in config.trust_domains}
-        )
+        bundles = TrustBundles({td.name: list(td.bundle_files) for td in config.trust_domains})
         att = config.attestation
         mapped = (
             MappedCertVerifier(
@@ -215,10 +213,8 @@ class TaskpassServer:
         interval = self.config.attestation.bundle_reload_interval.total_seconds() or 5.0
         while True:
             await asyncio.sleep(interval)
-            try:
-                self.bundles.reload_if_changed()
-            except Exception:  # a broken file keeps the old bundles; never kill the loop
-                log.exception("trust bundle reload failed; keeping the bundles in force")
+            # A broken file keeps the bundles in force; reload_if_changed logs why.
+            await asyncio.to_thread(self.bundles.reload_if_changed)
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self._background:

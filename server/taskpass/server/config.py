@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from taskpass.server.errors import ConfigError
+from taskpass.server.issuer.keys import Algorithm
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,7 @@ class PolicyConfig:
 class IssuerConfig:
     issuer: str
     """The `iss` of every credential and SET; also the OAuth metadata issuer."""
-    algorithm: str
+    algorithm: Algorithm
     """ES256 (default) or EdDSA."""
     key_dir: Path
     """Where signing keys persist (created 0700, key files 0600)."""
@@ -98,6 +99,9 @@ class ServerConfig:
     dev_mode: bool = False
     """Dev mode accepts unsigned policy and says so loudly at startup. Never in production."""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_ALGORITHMS: dict[str, Algorithm] = {"ES256": "ES256", "EdDSA": "EdDSA"}
 
 
 def _duration(path: str, value: object) -> dt.timedelta:
@@ -241,8 +245,8 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     policy_t.finish()
 
     issuer_t = root.table("issuer")
-    algorithm = issuer_t.string("algorithm", "ES256")
-    if algorithm not in ("ES256", "EdDSA"):
+    algorithm = _ALGORITHMS.get(issuer_t.string("algorithm", "ES256"))
+    if algorithm is None:
         raise ConfigError("config: issuer.algorithm must be ES256 or EdDSA")
     issuer = IssuerConfig(
         issuer=issuer_t.string("issuer"),

@@ -1,0 +1,116 @@
+"""A real taskpass server on loopback (real TLS, real SQLite) and clients to talk to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskpass.client import TaskpassClient
+from taskpass.server.app import TaskpassServer
+from taskpass.server.config import ServerConfig, parse_config
+from taskpass.server.pki.builder import Issued
+from tests.support.pki import EXAMPLE, OTHER, TestPki
+
+POLICY = Path(__file__).parent / "policy.yaml"
+AUDIENCE = f"spiffe://{EXAMPLE}/taskpass/server"
+ISSUER = "https://taskpass.test"
+BILLING_BOT = f"spiffe://{EXAMPLE}/agents/billing-bot"
+REPORT_BOT = f"spiffe://{EXAMPLE}/agents/report-bot"
+LEGACY_DNS = "batch.legacy.internal"
+
+
+def live_pki() -> TestPki:
+    """Certificates valid around the real clock: the server under test uses the system clock."""
+    return TestPki(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+@dataclass
+class Harness:
+    server: TaskpassServer
+    pki: TestPki
+    directory: Path
+    server_ca: Path
+    legacy_ca: Issued
+
+    @property
+    def mtls_target(self) -> str:
+        return f"localhost:{self.server.ports.mtls}"
+
+    @property
+    def tls_target(self) -> str:
+        return f"localhost:{self.server.ports.tls}"
+
+    def client(
+        self, leaf: Issued, chain: Sequence[Issued] = (), *, name: str = "c"
+    ) -> TaskpassClient:
+        """An mTLS client presenting `leaf` (and `chain`) as its certificate."""
+        cert, key = TestPki.write_identity(self.directory / "clients", name, leaf, chain)
+        return TaskpassClient.from_files(self.mtls_target, ca=self.server_ca, cert=cert, key=key)
+
+    def agent(self, spiffe_id: str = BILLING_BOT) -> TaskpassClient:
+        return self.client(self.pki.leaf(spiffe_id), name=spiffe_id.rsplit("/", 1)[-1])
+
+    def bearer(self, token: str) -> TaskpassClient:
+        """A server-TLS client sending a JWT-SVID as `authorization: Bearer`."""
+        return TaskpassClient.with_jwt_svid(self.tls_target, ca=self.server_ca, token=token)
+
+
+def harness_config(directory: Path, pki: TestPki, legacy_ca: Issued) -> ServerConfig:
+    bundles = pki.write_bundles(directory / "bundles")
+    server_cert, server_key = TestPki.write_identity(directory, "server", pki.server())
+    legacy_ca_file = directory / "legacy-ca.pem"
+    legacy_ca_file.write_bytes(legacy_ca.pem)
+    client_cas = [str(bundles[EXAMPLE][0]), str(bundles[OTHER][0]), str(legacy_ca_file)]
+
+    def paths(items: Sequence[Path]) -> str:
+        return ", ".join(f'"{p}"' for p in items)
+
+    text = f"""
+data_dir = "{directory / "data"}"
+
+[listen]
+mtls_address = "127.0.0.1:0"
+tls_address = "127.0.0.1:0"
+http_address = "127.0.0.1:0"
+cert_file = "{server_cert}"
+key_file = "{server_key}"
+client_ca_files = [{", ".join(f'"{p}"' for p in client_cas)}]
+max_message_bytes = 16384
+
+[trust_domains."{EXAMPLE}"]
+bundles = [{paths(bundles[EXAMPLE])}]
+
+[trust_domains."{OTHER}"]
+bundles = [{paths(bundles[OTHER])}]
+
+[attestation]
+jwt_audience = "{AUDIENCE}"
+bundle_reload_seconds = 0.2
+
+[[attestation.mapped_certs]]
+issuer_ca_file = "{legacy_ca_file}"
+dns_san = "{LEGACY_DNS}"
+identity = "legacy-batch"
+
+[policy]
+file = "{POLICY}"
+
+[issuer]
+issuer = "{ISSUER}"
+"""
+    return parse_config(text, base_dir=directory)
+
+
+async def start_harness(directory: Path, pki: TestPki) -> Harness:
+    legacy_ca = pki.ca("legacy batch CA")
+    config = harness_config(directory, pki, legacy_ca)
+    server = await TaskpassServer.start(config)
+    return Harness(
+        server=server,
+        pki=pki,
+        directory=directory,
+        server_ca=directory / "bundles" / f"{EXAMPLE}.pem",
+        legacy_ca=legacy_ca,
+    )
