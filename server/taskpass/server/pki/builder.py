@@ -93,6 +93,8 @@ class CertSpec:
     not_after: dt.datetime
     common_name: str | None = None
     organization: str | None = None
+    subject: x509.Name | None = None
+    """The whole subject name, overriding common_name and organization."""
     uri_sans: Sequence[str] = ()
     dns_sans: Sequence[str] = ()
     ip_sans: Sequence[str] = ()
@@ -200,6 +202,8 @@ def issue(spec: CertSpec, issuer: Issued | None = None) -> Issued:
 
 
 def _name(spec: CertSpec) -> x509.Name:
+    if spec.subject is not None:
+        return spec.subject
     attributes = []
     if spec.organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, spec.organization))
