@@ -118,10 +118,11 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> TaskpassClientError:
         return NotFound(message, details=details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(message, details=details)
-    if code == grpc.StatusCode.UNAVAILABLE and "handshake" in message.lower():
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # A refused mTLS handshake looks like a closed socket from here, so say both causes.
         return Unavailable(
-            "the TLS handshake failed: check that the server trusts your certificate's CA and "
-            f"that --ca holds the server's CA ({message})",
+            f"cannot reach the server ({message}); if it is up, check that it trusts your "
+            "certificate's CA and that --ca holds the CA of the server's certificate",
             details=details,
         )
     return Unavailable(message, details=details)
