@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.errors import ConfigError, Unavailable
 from taskpass.server.store import sqlite_schema
 from taskpass.server.store.audit_chain import ChainProblem, chain_hash, verify_chain
@@ -273,3 +274,18 @@ async def test_sequential_writes_commit_one_by_one(path: Path) -> None:
             await store.audit.append(entry(n=n))
 
         assert store.writer_stats.batches == 5
+
+
+async def test_writes_queued_when_the_writer_is_cancelled_fail_as_unavailable(path: Path) -> None:
+    store = SqliteStore(path)
+    await store.open()
+    writer_task = next(t for t in asyncio.all_tasks() if t.get_name() == "taskpass-sqlite-writer")
+    pending = asyncio.create_task(store.audit.append(entry()))
+    await asyncio.sleep(0)  # one loop turn: the write is queued, the writer not yet running it
+    writer_task.cancel()
+
+    # The timeout only turns a regression (a write left waiting forever) into a failure.
+    with pytest.raises(Unavailable, match="closed"):
+        async with asyncio.timeout(10):
+            await pending
+    await store.close()

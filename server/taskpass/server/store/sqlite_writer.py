@@ -174,9 +174,9 @@ class BatchWriter:
         """Refuse new operations, finish the queued ones, close the connection."""
         self._accepting = False
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            await task
         if self._executor is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, self._disconnect)
@@ -195,6 +195,17 @@ class BatchWriter:
     # -- event loop side ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            # Cancelled (loop shutting down): nobody will run what is still queued.
+            self._accepting = False
+            while self._queue:
+                op = self._queue.popleft()
+                if not op.future.done():
+                    op.future.set_exception(Unavailable("store is closed"))
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
