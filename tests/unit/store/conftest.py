@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.store.base import Store
 from taskpass.server.store.factory import open_store
 

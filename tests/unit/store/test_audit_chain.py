@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from taskpass.server.store.audit_chain import (
     GENESIS_HASH,
     ChainProblem,

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 
 import pytest
+
 from taskpass.server.errors import InvalidRequest
 from taskpass.server.store.audit_chain import GENESIS_HASH, record_hash, verify_chain
 from taskpass.server.store.base import MAX_PAGE, Store

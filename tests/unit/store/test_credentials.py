@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 
 import pytest
+
 from taskpass.server.errors import Conflict, NotFound
 from taskpass.server.store.audit_chain import verify_chain
 from taskpass.server.store.base import MAX_PAGE, Store

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 
 import pytest
+
 from taskpass.server.errors import Unavailable
 from taskpass.server.store.audit_chain import verify_chain
 from taskpass.server.store.base import MAX_PAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.store.factory import open_store
 from taskpass.server.store.sqlite import SqliteStore

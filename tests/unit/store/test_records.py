@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
+
 from taskpass.server.store.records import NewRevocation, RevocationKind
 
 from .builders import T0, credential, entry, task, task_revocation

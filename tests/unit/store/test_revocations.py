@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import InvalidRequest
 from taskpass.server.store.base import Store

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
+
 from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
 from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store import sqlite_schema
