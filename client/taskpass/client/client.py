@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
 from taskpass.client.errors import InvalidRequest, from_rpc_error

@@ -20,6 +20,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
 from taskpass._proto.v1 import credential_pb2, credential_pb2_grpc
 from taskpass.server.api.authz import Access, AuthorizationInterceptor
 from taskpass.server.api.credential_servicer import CredentialServicer

@@ -1,16 +1,16 @@
 """One exception tree for the whole server domain.
 
-    TaskpassError                      (code -> one gRPC status, message safe to show a caller)
-    ├── InvalidRequest                 INVALID_ARGUMENT   a field is missing, malformed or too large
-    ├── AttestationFailed              UNAUTHENTICATED    the caller did not prove a workload identity
-    ├── PermissionDenied               PERMISSION_DENIED  the identity may not do this
-    │   └── PolicyDenied               PERMISSION_DENIED  policy decided deny (carries rule ids)
-    ├── ApprovalRequired               FAILED_PRECONDITION  policy wants an approver first
-    ├── Conflict                       FAILED_PRECONDITION  state does not allow it (task completed, ...)
-    ├── NotFound                       NOT_FOUND
-    ├── ResourceExhausted              RESOURCE_EXHAUSTED rate or size limits
-    ├── Unavailable                    UNAVAILABLE        a dependency (store) is down; retry later
-    └── ConfigError                    (startup only)     configuration, bundle or policy file is wrong
+    TaskpassError          (code -> one gRPC status; the message is safe to show a caller)
+    ├── InvalidRequest     INVALID_ARGUMENT     a field is missing, malformed or too large
+    ├── AttestationFailed  UNAUTHENTICATED      the caller did not prove a workload identity
+    ├── PermissionDenied   PERMISSION_DENIED    the identity may not do this
+    │   └── PolicyDenied   PERMISSION_DENIED    policy decided deny (carries rule ids)
+    ├── ApprovalRequired   FAILED_PRECONDITION  policy wants an approver first
+    ├── Conflict           FAILED_PRECONDITION  state does not allow it (task completed, ...)
+    ├── NotFound           NOT_FOUND
+    ├── ResourceExhausted  RESOURCE_EXHAUSTED   rate or size limits
+    ├── Unavailable        UNAVAILABLE          a dependency (store) is down; retry later
+    └── ConfigError        (startup only)       a config, bundle, key or policy file is wrong
 
 Domain code raises these; `taskpass.server.api.status` is the single place that maps them to gRPC.
 Messages must never contain key material, whole tokens or internal exception text.

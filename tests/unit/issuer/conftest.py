@@ -4,10 +4,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.issuer.keys import Algorithm, KeyRing
 from taskpass.server.issuer.tokens import TokenIssuer
-
 from tests.unit.issuer.factories import ISSUER, START, RingFactory
 
 

@@ -6,9 +6,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jwk, jws
+
 from taskpass.server.issuer.jws import b64url, header_segment, sign_compact, sign_segments
 from taskpass.server.issuer.keys import KeyState, SigningKey
-
 from tests.unit.issuer.factories import START
 
 # RFC 8037 Appendix A.1 and A.4: an Ed25519 key and the JWS it produces (Ed25519 is deterministic).

@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc import jwk
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import ConfigError, Conflict, NotFound
 from taskpass.server.issuer.keys import METADATA_FILE, KeyRing, KeyState, key_id
-
 from tests.unit.issuer.factories import RingFactory
 
 # RFC 8037 Appendix A.1 / A.3: an Ed25519 key and its RFC 7638 thumbprint.

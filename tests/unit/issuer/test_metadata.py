@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.issuer.metadata import authorization_server_metadata
 

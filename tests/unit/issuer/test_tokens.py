@@ -10,13 +10,13 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.errors import BadSignatureError, SecurityWarning
 from joserfc.jwk import KeySet
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, PermissionDenied
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.tokens import IssuedCredential, TokenIssuer
 from taskpass.server.policy.decision import Outcome
-
 from tests.unit.issuer.factories import (
     AGENT,
     ISSUER,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.policy import cel_env

@@ -4,6 +4,7 @@ import datetime as dt
 import hashlib
 
 import pytest
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy.document import MAX_RULES, Effect, parse_policy
 from taskpass.server.policy.patterns import PatternKind

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from taskpass.server.policy.durations import format_duration, parse_duration
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy.decision import Outcome
 from taskpass.server.policy.engine import PolicyEngine

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
 
 BASE = "spiffe://example.org/agents"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy.safe_yaml import MAX_DOCUMENT_BYTES, load_yaml, read_bounded
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import taskpass.server.policy as policy_package
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy.decision import Outcome

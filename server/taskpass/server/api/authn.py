@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import grpc
+
 from taskpass.server.errors import AttestationFailed
 from taskpass.server.identity.workload import Workload
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
+
 from taskpass.server.api.authn import PeerAttestor, authenticate
 from taskpass.server.api.status import abort_with
 from taskpass.server.errors import PermissionDenied, TaskpassError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass.server.errors import InvalidRequest
 from taskpass.server.tasks.descriptor import Sensitivity, TaskDescriptor

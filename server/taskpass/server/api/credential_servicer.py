@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
 from taskpass.server.api.authz import current_workload

@@ -11,6 +11,7 @@ import logging
 from typing import NoReturn
 
 import grpc
+
 from taskpass.server.errors import ErrorCode, TaskpassError
 
 log = logging.getLogger("taskpass.api")

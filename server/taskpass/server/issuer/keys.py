@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from joserfc import jwk
+
 from taskpass.server.clock import Clock
 from taskpass.server.errors import ConfigError, Conflict, NotFound
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cel_expr_python import cel
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy.request import PolicyRequest
 from taskpass.server.tasks.descriptor import Sensitivity

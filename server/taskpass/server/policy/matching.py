@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cel_expr_python import cel
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy import cel_env
 from taskpass.server.policy.document import Effect, Rule

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from taskpass.server.errors import ConfigError
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
