@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jwt
 from joserfc.jwk import ECKey, JWKRegistry
 from joserfc.jws import JWSRegistry
+
 from taskpass.server.pki.builder import (
     CertSpec,
     Issued,

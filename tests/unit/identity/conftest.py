@@ -3,9 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.identity.bundles import TrustBundles
-
 from tests.support.pki import NOW, TestPki
 
 

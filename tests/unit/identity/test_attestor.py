@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import AttestationFailed
 from taskpass.server.identity.attestor import Attestor
@@ -10,7 +11,6 @@ from taskpass.server.identity.mapped_cert import CertMappingRule, MappedCertVeri
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.identity.x509_svid import X509SvidVerifier
 from taskpass.server.pki.builder import Issued
-
 from tests.support.pki import AUDIENCE, TestPki
 
 BILLING = "spiffe://example.org/agents/billing-bot"

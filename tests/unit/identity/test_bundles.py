@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+
 from taskpass.server.errors import ConfigError
 from taskpass.server.identity.bundles import TrustBundles
 from taskpass.server.pki.devpki import spiffe_bundle_json
-
 from tests.support.pki import TestPki, replace_file
 
 

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, RSAKey
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import AttestationFailed, ErrorCode
 from taskpass.server.identity.bundles import TrustBundles
@@ -17,7 +18,6 @@ from taskpass.server.identity.jwt_svid import JwtSvidVerifier
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.pki.builder import private_key_pem
 from taskpass.server.pki.devpki import spiffe_bundle_json
-
 from tests.support.pki import AUDIENCE, TestPki
 
 BILLING = "spiffe://example.org/agents/billing-bot"
@@ -155,6 +155,11 @@ def _hs256_with_public_key(pki: TestPki) -> str:
         ),
         pytest.param(
             lambda pki: pki.jwt(BILLING, header={"typ": "at+jwt"}), "J-5", id="J-5-wrong-typ"
+        ),
+        pytest.param(
+            lambda pki: pki.raw_jws({"alg": "ES256", "typ": ["JWT"]}, _claims(pki), b"sig"),
+            "J-5",
+            id="J-5-typ-not-a-string",
         ),
         pytest.param(lambda pki: pki.jwt(BILLING, omit=("sub",)), "J-6", id="J-6-no-sub"),
         pytest.param(

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import AttestationFailed, ConfigError
 from taskpass.server.identity.mapped_cert import CertMappingRule, MappedCertVerifier
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.pki.builder import Issued
-
 from tests.support.pki import TestPki
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from taskpass.server.identity.spiffe_id import (
     InvalidSpiffeId,
     SpiffeId,

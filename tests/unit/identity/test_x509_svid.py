@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import AttestationFailed, ErrorCode
 from taskpass.server.identity.bundles import TrustBundles
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.identity.x509_svid import X509SvidVerifier
 from taskpass.server.pki.builder import Issued, Usage
-
 from tests.support.pki import TestPki, replace_file
 
 BILLING = "spiffe://example.org/agents/billing-bot"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import ConfigError
 from taskpass.server.identity.bundles import TrustBundles
@@ -168,9 +169,18 @@ def test_overwrite_replaces_the_ca(tmp_path: Path) -> None:
     assert stat.S_IMODE(second.ca_key.stat().st_mode) == 0o600
 
 
-def test_invalid_trust_domain_is_a_config_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "trust_domain",
+    [
+        pytest.param("Example.org", id="ID-2-upper-case"),
+        pytest.param("example.org/agents", id="ID-2-path-is-not-a-trust-domain"),
+        pytest.param("", id="ID-2-empty"),
+    ],
+)
+def test_invalid_trust_domain_is_a_config_error(tmp_path: Path, trust_domain: str) -> None:
     with pytest.raises(ConfigError, match="ID-2"):
-        init_dev_pki(tmp_path, trust_domain="Example.org")
+        init_dev_pki(tmp_path, trust_domain=trust_domain)
+    assert not (tmp_path / "ca.key").exists()
 
 
 def test_issue_svid_writes_a_verifiable_svid(dev: DevPki, tmp_path: Path) -> None:

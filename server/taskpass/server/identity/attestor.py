@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from cryptography.x509 import load_pem_x509_certificate
+
 from taskpass.server.errors import AttestationFailed
+from taskpass.server.identity.chain import PARSE_ERRORS
 from taskpass.server.identity.jwt_svid import JwtSvidVerifier
 from taskpass.server.identity.mapped_cert import MappedCertVerifier
 from taskpass.server.identity.workload import Workload
@@ -12,6 +14,7 @@ from taskpass.server.identity.x509_svid import X509SvidVerifier, has_spiffe_uri
 # A cert failing only these rules carries no SPIFFE ID at all, so it may be a mapped cert.
 _NOT_AN_SVID_RULES = frozenset({"X-1", "X-2"})
 _BEARER = "bearer "
+_UNPARSEABLE: tuple[type[Exception], ...] = (AttestationFailed, *PARSE_ERRORS)
 
 
 class Attestor:
@@ -55,5 +58,5 @@ class Attestor:
 def _claims_spiffe_id(leaf_pem: bytes) -> bool:
     try:
         return has_spiffe_uri(load_pem_x509_certificate(leaf_pem))
-    except (ValueError, AttestationFailed):
+    except _UNPARSEABLE:
         return True  # unparseable: never hand it to the mapper

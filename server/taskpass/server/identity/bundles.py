@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.verification import Store
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, Key, RSAKey
+
 from taskpass.server.errors import ConfigError
+from taskpass.server.identity.chain import PARSE_ERRORS
 from taskpass.server.identity.spiffe_id import InvalidSpiffeId, validate_trust_domain
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ _JSON_SUFFIXES = (".json", ".jwks")
 # Only public key material is taken from a JWK: "use", "x5c", "alg" and friends would make
 # joserfc refuse the key for signature checks, and private members must never be loaded.
 _PUBLIC_JWK_MEMBERS = {"EC": ("kty", "crv", "x", "y"), "RSA": ("kty", "n", "e")}
+_X5C_ERRORS: tuple[type[Exception], ...] = (binascii.Error, *PARSE_ERRORS)
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 
 
@@ -134,10 +137,10 @@ class TrustBundles:
 def _stat_key(path: Path) -> object:
     try:
         st = path.stat()
+        if path.is_dir():
+            return (str(path), st.st_mtime_ns, tuple(_stat_key(f) for f in _bundle_files(path)))
     except OSError:
         return (str(path), None)
-    if path.is_dir():
-        return (str(path), st.st_mtime_ns, tuple(_stat_key(f) for f in _bundle_files(path)))
     return (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
 
 
@@ -198,7 +201,7 @@ def _load_file(trust_domain: str, path: Path) -> tuple[list[x509.Certificate], d
 def _parse_pem(trust_domain: str, path: Path, data: bytes) -> list[x509.Certificate]:
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except PARSE_ERRORS:
         raise _error(trust_domain, path, "not a PEM file of X.509 certificates") from None
     for index, cert in enumerate(certs):
         _require_ca(trust_domain, path, cert, f"certificate #{index + 1}")
@@ -241,7 +244,7 @@ def _x509_authority(
         raise _error(trust_domain, path, f"{where}: an x509-svid key needs exactly one x5c entry")
     try:
         cert = x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
-    except (ValueError, binascii.Error):
+    except _X5C_ERRORS:
         raise _error(trust_domain, path, f"{where}: x5c is not a base64 DER certificate") from None
     _require_ca(trust_domain, path, cert, where)
     return cert
@@ -275,7 +278,7 @@ def _require_ca(trust_domain: str, path: Path, cert: x509.Certificate, where: st
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
-    except ValueError:
+    except PARSE_ERRORS:
         raise _error(trust_domain, path, f"{where}: has malformed extensions") from None
     if constraints is None or not constraints.ca:
         raise _error(

@@ -12,11 +12,14 @@ import base64
 import datetime as dt
 import hashlib
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     ExtensionPolicy,
@@ -24,6 +27,7 @@ from cryptography.x509.verification import (
     Store,
     VerificationError,
 )
+
 from taskpass.server.errors import AttestationFailed
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,30 @@ MAX_PRESENTED_CERTS = 8
 MAX_CHAIN_DEPTH = 4
 """Intermediate CAs allowed between the leaf and a bundle CA."""
 MAX_CERT_BYTES = 16 * 1024
+
+PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,  # e.g. a subject attribute whose OID and string type disagree
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+    # cryptography warns about some malformed input (a non-positive serial, a bad country name
+    # length); where warnings are errors (the test suite) the warning is raised instead.
+    UserWarning,
+)
+"""What cryptography raises for malformed certificates: none of these derive from one base."""
+
+# cryptography warns (and will later refuse) on a non-positive serial; such a chain is rejected
+# by path validation anyway, so the warning would only be noise driven by hostile input.
+warnings.filterwarnings(
+    "ignore", message="Parsed a serial number", category=CryptographyDeprecationWarning
+)
+
+_VALIDATION_ERRORS: tuple[type[Exception], ...] = (
+    VerificationError,
+    UnsupportedAlgorithm,
+    *PARSE_ERRORS,
+)
 
 _CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
 # Leaf rules are checked by the callers with precise messages; the library still rejects
@@ -85,7 +113,7 @@ def parse_der_chain(chain: Sequence[bytes], *, rule: str) -> PresentedChain:
             raise AttestationFailed(rule, f"certificate #{index + 1} is not DER of a sane size")
         try:
             certs.append(x509.load_der_x509_certificate(bytes(der)))
-        except ValueError:
+        except PARSE_ERRORS:
             raise AttestationFailed(
                 rule, f"certificate #{index + 1} could not be parsed as DER X.509"
             ) from None
@@ -98,12 +126,14 @@ def parse_pem_chain(leaf_pem: bytes, chain_pem: bytes | None, *, rule: str) -> P
     The peer chain may repeat the leaf; it is dropped so it is never taken for an intermediate.
     """
     limit = MAX_CERT_BYTES * 2 * MAX_PRESENTED_CERTS
+    if not isinstance(leaf_pem, bytes) or not isinstance(chain_pem, bytes | None):
+        raise AttestationFailed(rule, "the client certificate PEM must be bytes")
     if not leaf_pem or len(leaf_pem) > limit or (chain_pem and len(chain_pem) > limit):
         raise AttestationFailed(rule, "no client certificate, or a PEM chain of insane size")
     try:
         leaf = x509.load_pem_x509_certificate(leaf_pem)
         rest = x509.load_pem_x509_certificates(chain_pem) if chain_pem else []
-    except ValueError:
+    except PARSE_ERRORS:
         raise AttestationFailed(rule, "the client certificate PEM could not be parsed") from None
     leaf_der = leaf.public_bytes(Encoding.DER)
     intermediates = tuple(c for c in rest if c.public_bytes(Encoding.DER) != leaf_der)
@@ -119,7 +149,7 @@ def parse_pem_chain(leaf_pem: bytes, chain_pem: bytes | None, *, rule: str) -> P
 def extensions_of(cert: x509.Certificate, *, what: str, rule: str) -> x509.Extensions:
     try:
         return cert.extensions
-    except ValueError:
+    except PARSE_ERRORS:
         # Duplicate or undecodable extensions.
         raise AttestationFailed(rule, f"{what} has malformed extensions") from None
 
@@ -193,7 +223,8 @@ def validate_path(
     )
     try:
         verified = verifier.verify(chain.leaf, list(chain.intermediates))
-    except VerificationError as exc:
+    except _VALIDATION_ERRORS as exc:
+        # Hostile input must end in a rule failure, never an internal error.
         reason = str(exc)
         log.debug("path validation failed against %s: %s", anchor, reason)
         raise _explain(reason, anchor=anchor, rule=rule, signing_rule=signing_rule) from None

@@ -16,6 +16,7 @@ from typing import Any
 
 from joserfc import jws
 from joserfc.errors import JoseError, MissingAlgorithmError
+
 from taskpass.server.clock import Clock
 from taskpass.server.errors import AttestationFailed
 from taskpass.server.identity.bundles import TrustBundles
@@ -185,8 +186,8 @@ def _check_header(header: Mapping[str, Any]) -> str:
             f"header parameter(s) {names} are not allowed; a JWT-SVID header has only alg, "
             "kid and typ",
         )
-    if "typ" in header and header["typ"] not in ALLOWED_TYPES:
-        typ = header["typ"]
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ not in ALLOWED_TYPES:
         shown_typ = shown(typ, 20) if isinstance(typ, str) else "(not a string)"
         raise AttestationFailed(
             "J-5", f"typ {shown_typ} is not allowed; a JWT-SVID's typ is absent, JWT or JOSE"

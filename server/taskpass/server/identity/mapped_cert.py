@@ -15,9 +15,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import Store
+
 from taskpass.server.clock import Clock
 from taskpass.server.errors import AttestationFailed, ConfigError
 from taskpass.server.identity.chain import (
+    PARSE_ERRORS,
     PresentedChain,
     chain_cache_key,
     check_validity_window,
@@ -32,6 +34,7 @@ from taskpass.server.identity.verification_cache import VerificationCache
 from taskpass.server.identity.workload import AttestationMethod, Workload
 
 MAX_IDENTITY_BYTES = 2048
+_READ_ERRORS: tuple[type[Exception], ...] = (OSError, *PARSE_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,7 @@ def _load_rule(rule: CertMappingRule) -> _LoadedRule:
     else:
         try:
             certs = x509.load_pem_x509_certificates(rule.issuer_ca.read_bytes())
-        except (OSError, ValueError):
+        except _READ_ERRORS:
             raise ConfigError(
                 f"certificate mapping for {rule.identity!r}: {rule.issuer_ca}: cannot read a PEM "
                 "CA certificate"
@@ -185,7 +188,7 @@ def _names(leaf: x509.Certificate) -> tuple[set[str], list[str]]:
         dns_names = set()
     try:
         attrs = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError:
+    except PARSE_ERRORS:
         raise AttestationFailed("M-0", "the client certificate subject is malformed") from None
     return dns_names, [str(a.value) for a in attrs]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from cryptography import x509
+
 from taskpass.server.clock import Clock
 from taskpass.server.errors import AttestationFailed
 from taskpass.server.identity.bundles import TrustBundles

@@ -33,9 +33,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import JWKRegistry, Key
+
 from taskpass.server.clock import Clock, SystemClock
 from taskpass.server.errors import ConfigError
-from taskpass.server.identity.spiffe_id import InvalidSpiffeId, SpiffeId, parse_spiffe_id
+from taskpass.server.identity.spiffe_id import (
+    InvalidSpiffeId,
+    SpiffeId,
+    parse_spiffe_id,
+    validate_trust_domain,
+)
 from taskpass.server.pki.builder import (
     Issued,
     ca_spec,
@@ -100,7 +106,10 @@ def init_dev_pki(
     ca_ttl: dt.timedelta = DEFAULT_CA_TTL,
 ) -> DevPki:
     """Generate the dev PKI under `out`. Refuses to replace an existing CA unless `overwrite`."""
-    td = _checked_spiffe_id(f"spiffe://{trust_domain}").trust_domain
+    try:
+        td = validate_trust_domain(trust_domain)
+    except InvalidSpiffeId as exc:
+        raise ConfigError(f"{trust_domain!r} is not a valid trust domain: {exc}") from None
     if (out / "ca.key").exists() and not overwrite:
         raise ConfigError(
             f"{out} already holds a dev PKI (ca.key exists); delete the directory to make a new one"
@@ -285,7 +294,7 @@ def _load_ca(ca_dir: Path) -> Issued:
     try:
         cert = x509.load_pem_x509_certificate((ca_dir / "ca.pem").read_bytes())
         key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, x509.InvalidVersion):
         raise ConfigError(f"{ca_dir}: cannot read ca.pem and ca.key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise ConfigError(f"{ca_dir}/ca.key: the CA key must be EC or RSA")
