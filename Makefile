@@ -1,9 +1,10 @@
 # taskpass: two commands on a fresh machine — `make run` and `make test`.
+# `make run CONFIG=path/to/taskpass.toml` runs with your own configuration instead of the dev one.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-CONFIG ?= taskpass.dev.toml
+CONFIG ?=
 DEV_CERTS := certs/dev
 
 .PHONY: setup run demo test lint proto proto-check certs bench clean
@@ -22,7 +23,7 @@ certs: setup
 	else echo "dev PKI already in $(DEV_CERTS) (delete it to make a new one)"; fi
 
 run: certs
-	$(BIN)/taskpass serve --config $(CONFIG)
+	$(BIN)/taskpass serve $(if $(CONFIG),--config $(CONFIG),--dev)
 
 lint: setup
 	$(BIN)/ruff check .

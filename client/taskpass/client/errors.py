@@ -118,6 +118,11 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> TaskpassClientError:
         return NotFound(message, details=details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(message, details=details)
+    if code == grpc.StatusCode.UNAVAILABLE and "connection refused" in message.lower():
+        return Unavailable(
+            f"cannot reach the server: nothing listens there ({message}); is it running?",
+            details=details,
+        )
     if code == grpc.StatusCode.UNAVAILABLE:
         # A refused mTLS handshake looks like a closed socket from here, so say both causes.
         return Unavailable(

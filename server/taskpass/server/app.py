@@ -3,6 +3,9 @@
 Two gRPC listeners serve the same services: one requires a client certificate (X.509-SVIDs and
 mapped workload certs), the other is server-TLS only for JWT-SVID bearer callers, because the
 Python gRPC server either requires a client certificate or never asks for one.
+
+To add a service: declare its AUTHORIZATION table in its servicer module and merge it below,
+build its domain objects in `build_components`, and add the servicer to `build_servicers`.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from aiohttp import web
@@ -21,8 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taskpass._proto.v1 import credential_pb2, credential_pb2_grpc
-from taskpass.server.api.authz import Access, AuthorizationInterceptor
+from taskpass.server.api import credential_servicer
+from taskpass.server.api.authz import PUBLIC, Access, AuthorizationInterceptor
 from taskpass.server.api.credential_servicer import CredentialServicer
 from taskpass.server.clock import Clock, SystemClock
 from taskpass.server.config import ServerConfig
@@ -30,8 +33,10 @@ from taskpass.server.errors import ConfigError
 from taskpass.server.http.app import JWKS_PATH, build_http_app, start_http
 from taskpass.server.identity.attestor import Attestor
 from taskpass.server.identity.bundles import TrustBundles
+from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.jwt_svid import JwtSvidVerifier
 from taskpass.server.identity.mapped_cert import CertMappingRule, MappedCertVerifier
+from taskpass.server.identity.workload import Workload
 from taskpass.server.identity.x509_svid import X509SvidVerifier
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.metadata import authorization_server_metadata
@@ -40,23 +45,97 @@ from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.engine import PolicyEngine
 from taskpass.server.store.base import Store
 from taskpass.server.store.factory import open_store
-from taskpass.server.tasks.service import StaticPolicy, TaskService
+from taskpass.server.store.records import AuditEntry
+from taskpass.server.tasks.service import PolicySource, StaticPolicy, TaskService
 
 log = logging.getLogger("taskpass.server")
 
-CREDENTIAL_SERVICE = credential_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
-#: Who may call what. A method missing here is denied (see api/authz.py).
+#: Who may call what: each servicer module declares its own table; a method missing from all
+#: of them is denied (see api/authz.py).
 AUTHORIZATION: dict[str, Access] = {
-    f"/{CREDENTIAL_SERVICE}/Exchange": Access.ANY_WORKLOAD,
-    f"/{CREDENTIAL_SERVICE}/CompleteTask": Access.ANY_WORKLOAD,
-    f"/{CREDENTIAL_SERVICE}/Introspect": Access.ANY_WORKLOAD,
-    f"/{CREDENTIAL_SERVICE}/GetJwks": Access.ANY_WORKLOAD,
-    "/grpc.health.v1.Health/Check": Access.PUBLIC,
-    "/grpc.health.v1.Health/Watch": Access.PUBLIC,
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
+    **credential_servicer.AUTHORIZATION,
+    f"/{HEALTH_SERVICE}/Check": PUBLIC,
+    f"/{HEALTH_SERVICE}/Watch": PUBLIC,
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": PUBLIC,
 }
+
+
+class Servicer(Protocol):
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+
+@dataclass
+class Components:
+    """Every domain object, built once from the config; servicers are thin wrappers over these."""
+
+    config: ServerConfig
+    clock: Clock
+    bundles: TrustBundles
+    attestor: Attestor
+    groups: Groups
+    policy: PolicySource
+    keys: KeyRing
+    issuer: TokenIssuer
+    store: Store
+    tasks: TaskService
+
+
+def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Attestor:
+    att = config.attestation
+    rules = [
+        CertMappingRule(
+            issuer_ca=r.issuer_ca_file,
+            dns_san=r.dns_san,
+            subject_cn=r.subject_cn,
+            identity=r.identity,
+        )
+        for r in att.mapped_certs
+    ]
+    return Attestor(
+        X509SvidVerifier(bundles, clock),
+        JwtSvidVerifier(bundles, att.jwt_audience, clock, att.jwt_leeway),
+        MappedCertVerifier(rules, clock) if rules else None,
+    )
+
+
+async def build_components(config: ServerConfig, clock: Clock) -> Components:
+    bundles = TrustBundles({td.name: list(td.bundle_files) for td in config.trust_domains})
+    policy = StaticPolicy(PolicyEngine.from_file(config.policy.file))
+    keys = KeyRing.load_or_create(
+        config.issuer.key_dir, algorithm=config.issuer.algorithm, clock=clock
+    )
+    issuer = TokenIssuer(issuer=config.issuer.issuer, keys=keys, clock=clock)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(config.store.dsn)
+    await store.open()
+    tasks = TaskService(
+        policy=policy,
+        issuer=issuer,
+        verifier=TokenVerifier(issuer=config.issuer.issuer, jwks=keys.jwks, clock=clock),
+        store=store,
+        clock=clock,
+    )
+    return Components(
+        config=config,
+        clock=clock,
+        bundles=bundles,
+        attestor=_attestor(config, bundles, clock),
+        groups=Groups(config.groups),
+        policy=policy,
+        keys=keys,
+        issuer=issuer,
+        store=store,
+        tasks=tasks,
+    )
+
+
+def build_servicers(c: Components) -> list[Servicer]:
+    return [
+        CredentialServicer(tasks=c.tasks, jwks_json=c.keys.jwks_json),
+    ]
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -77,65 +156,29 @@ class Ports:
 class TaskpassServer:
     """A running server. Build it with `TaskpassServer.start(config)`; stop it with `stop()`."""
 
-    config: ServerConfig
-    store: Store
-    keys: KeyRing
-    bundles: TrustBundles
-    tasks: TaskService
+    components: Components
     ports: Ports = field(default_factory=Ports)
     _grpc: list[grpc.aio.Server] = field(default_factory=list)
     _http: web.AppRunner | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
+    @property
+    def config(self) -> ServerConfig:
+        return self.components.config
+
+    @property
+    def store(self) -> Store:
+        return self.components.store
+
     @classmethod
     async def start(cls, config: ServerConfig, *, clock: Clock | None = None) -> TaskpassServer:
-        clock = clock or SystemClock()
         if config.dev_mode:
             log.warning(
                 "DEV MODE: unsigned policy accepted, dev PKI in use. Never run this in production."
             )
-        bundles = TrustBundles({td.name: list(td.bundle_files) for td in config.trust_domains})
-        att = config.attestation
-        mapped = (
-            MappedCertVerifier(
-                [
-                    CertMappingRule(
-                        issuer_ca=r.issuer_ca_file,
-                        dns_san=r.dns_san,
-                        subject_cn=r.subject_cn,
-                        identity=r.identity,
-                    )
-                    for r in att.mapped_certs
-                ],
-                clock,
-            )
-            if att.mapped_certs
-            else None
-        )
-        attestor = Attestor(
-            X509SvidVerifier(bundles, clock),
-            JwtSvidVerifier(bundles, att.jwt_audience, clock, att.jwt_leeway),
-            mapped,
-        )
-        policy = PolicyEngine.from_file(config.policy.file)
-        keys = KeyRing.load_or_create(
-            config.issuer.key_dir, algorithm=config.issuer.algorithm, clock=clock
-        )
-        issuer = TokenIssuer(issuer=config.issuer.issuer, keys=keys, clock=clock)
-        verifier = TokenVerifier(issuer=config.issuer.issuer, jwks=keys.jwks, clock=clock)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.store.dsn)
-        await store.open()
-        tasks = TaskService(
-            policy=StaticPolicy(policy),
-            issuer=issuer,
-            verifier=verifier,
-            store=store,
-            clock=clock,
-        )
-        server = cls(config=config, store=store, keys=keys, bundles=bundles, tasks=tasks)
+        server = cls(components=await build_components(config, clock or SystemClock()))
         try:
-            await server._serve(attestor)
+            await server._serve()
         except BaseException:
             await server.stop()
             raise
@@ -144,18 +187,44 @@ class TaskpassServer:
             server.ports.mtls,
             server.ports.tls,
             server.ports.http,
-            policy.version,
+            server.components.policy.current().version,
         )
         return server
 
-    async def _serve(self, attestor: Attestor) -> None:
-        listen = self.config.listen
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a background loop for the server's lifetime (cancelled by stop())."""
+        self._background.append(asyncio.create_task(work))
+
+    async def _audit_denied(self, workload: Workload, method: str) -> None:
+        c = self.components
+        await c.store.audit.append(
+            AuditEntry(
+                kind="access_denied",
+                actor=workload.id,
+                at=c.clock.now(),
+                payload={
+                    "method": method,
+                    "workload": {
+                        "id": workload.id,
+                        "method": workload.method.value,
+                        "cert_sha256": workload.cert_thumbprint,
+                    },
+                },
+            )
+        )
+
+    async def _serve(self) -> None:
+        c = self.components
+        listen = c.config.listen
         cert = _read(listen.cert_file, "server certificate")
         key = _read(listen.key_file, "server key")
         client_cas = b"".join(_read(p, "client CA file") for p in listen.client_ca_files)
-        health_servicer = HealthServicer()
-        credential_servicer = CredentialServicer(tasks=self.tasks, jwks=self.keys.jwks)
-        interceptor = AuthorizationInterceptor(attestor=attestor, table=AUTHORIZATION)
+        health = HealthServicer()
+        servicers = build_servicers(c)
+        interceptor = AuthorizationInterceptor(
+            attestor=c.attestor, table=AUTHORIZATION, groups=c.groups, on_denied=self._audit_denied
+        )
+        services = sorted({method.split("/")[1] for method in AUTHORIZATION})
         options = [
             ("grpc.max_receive_message_length", listen.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -163,16 +232,10 @@ class TaskpassServer:
 
         def build() -> grpc.aio.Server:
             server = grpc.aio.server(interceptors=[interceptor], options=options)
-            credential_pb2_grpc.add_CredentialServiceServicer_to_server(credential_servicer, server)
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-            reflection.enable_server_reflection(
-                (
-                    CREDENTIAL_SERVICE,
-                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                    reflection.SERVICE_NAME,
-                ),
-                server,
-            )
+            for servicer in servicers:
+                servicer.register(server)
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            reflection.enable_server_reflection((*services, reflection.SERVICE_NAME), server)
             return server
 
         mtls = build()
@@ -191,17 +254,15 @@ class TaskpassServer:
             self._grpc.append(tls)
         for server in self._grpc:
             await server.start()
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        await health_servicer.set(CREDENTIAL_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        for service in ("", *services):
+            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
         if listen.http_address:
             http_app = build_http_app(
-                jwks=self.keys.jwks,
-                metadata=self._metadata,
-                ready=self._ready,
+                jwks_json=c.keys.jwks_json, metadata=self._metadata, ready=self._ready
             )
             self._http, self.ports.http = await start_http(http_app, listen.http_address)
-        self._background.append(asyncio.create_task(self._reload_bundles()))
+        self.spawn(self._reload_bundles())
 
     def _metadata(self) -> dict[str, Any]:
         issuer = self.config.issuer.issuer.rstrip("/")
@@ -215,7 +276,7 @@ class TaskpassServer:
         while True:
             await asyncio.sleep(interval)
             # A broken file keeps the bundles in force; reload_if_changed logs why.
-            await asyncio.to_thread(self.bundles.reload_if_changed)
+            await asyncio.to_thread(self.components.bundles.reload_if_changed)
 
     async def stop(self, grace: float = 2.0) -> None:
         for task in self._background:

@@ -96,6 +96,8 @@ class ServerConfig:
     issuer: IssuerConfig
     store: StoreConfig
     data_dir: Path
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Group name -> member SPIFFE IDs or patterns (security-owned; see docs/configuration.md)."""
     dev_mode: bool = False
     """Dev mode accepts unsigned policy and says so loudly at startup. Never in production."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -260,6 +262,10 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     store = StoreConfig(dsn=dsn)
     store_t.finish()
 
+    groups_t = root.table("groups")
+    groups = {name: groups_t.strings(name) for name in list(groups_t._data)}
+    groups_t.finish()
+
     root.finish()
     return ServerConfig(
         listen=listen,
@@ -269,6 +275,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         issuer=issuer,
         store=store,
         data_dir=data_dir,
+        groups=groups,
         dev_mode=dev_mode,
     )
 

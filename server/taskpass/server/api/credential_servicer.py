@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +9,7 @@ import grpc
 
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
-from taskpass.server.api.authz import current_workload
+from taskpass.server.api.authz import ANY_WORKLOAD, Access, current_workload
 from taskpass.server.api.convert import task_from_proto, timestamp
 from taskpass.server.api.status import abort_with
 from taskpass.server.errors import InvalidRequest, TaskpassError
@@ -18,15 +17,26 @@ from taskpass.server.tasks.service import TaskService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+SERVICE = pb.DESCRIPTOR.services_by_name["CredentialService"].full_name
+AUTHORIZATION: dict[str, Access] = {
+    f"/{SERVICE}/Exchange": ANY_WORKLOAD,
+    f"/{SERVICE}/CompleteTask": ANY_WORKLOAD,
+    f"/{SERVICE}/Introspect": ANY_WORKLOAD,
+    f"/{SERVICE}/GetJwks": ANY_WORKLOAD,
+}
+
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
 class CredentialServicer(pb_grpc.CredentialServiceServicer):
-    def __init__(self, *, tasks: TaskService, jwks: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, *, tasks: TaskService, jwks_json: Callable[[], bytes]) -> None:
         self._tasks = tasks
-        self._jwks = jwks
+        self._jwks_json = jwks_json
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_CredentialServiceServicer_to_server(self, server)
 
     async def Exchange(self, request: pb.ExchangeRequest, context: Context) -> pb.ExchangeResponse:
         try:
@@ -90,4 +100,4 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
         )
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
-        return pb.GetJwksResponse(jwks_json=json.dumps(self._jwks(), separators=(",", ":")))
+        return pb.GetJwksResponse(jwks_json=self._jwks_json().decode())

@@ -16,13 +16,13 @@ METADATA_PATH = "/.well-known/oauth-authorization-server"
 
 def build_http_app(
     *,
-    jwks: Callable[[], dict[str, Any]],
+    jwks_json: Callable[[], bytes],
     metadata: Callable[[], dict[str, Any]],
     ready: Callable[[], Awaitable[bool]],
 ) -> web.Application:
     async def get_jwks(_: web.Request) -> web.Response:
-        return web.json_response(
-            jwks(),
+        return web.Response(
+            body=jwks_json(),
             content_type="application/jwk-set+json",
             headers={"Cache-Control": "public, max-age=60"},
         )
