@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.identity.bundles import TrustBundles
+from taskpass.server.pki.builder import Usage
 from taskpass.server.pki.devpki import spiffe_bundle_json
 from tests.support.pki import TestPki, replace_file
 
@@ -135,6 +137,25 @@ def test_leaf_certificate_in_a_bundle_is_a_config_error(pki: TestPki, tmp_path: 
     path.write_bytes(pki.leaf().pem)
 
     with pytest.raises(ConfigError, match="not a CA certificate"):
+        TrustBundles({"example.org": [path]})
+
+
+@pytest.mark.parametrize(
+    ("knobs", "problem"),
+    [
+        pytest.param({"key_usage": None}, "keyCertSign", id="ca-without-key-usage"),
+        pytest.param(
+            {"key_usage": frozenset({Usage.CRL_SIGN})}, "keyCertSign", id="ca-without-cert-sign"
+        ),
+    ],
+)
+def test_ca_that_cannot_sign_certificates_is_a_config_error(
+    pki: TestPki, tmp_path: Path, knobs: dict[str, Any], problem: str
+) -> None:
+    path = tmp_path / "root.pem"
+    path.write_bytes(pki.ca("weak root", **knobs).pem)
+
+    with pytest.raises(ConfigError, match=problem):
         TrustBundles({"example.org": [path]})
 
 

@@ -274,16 +274,30 @@ def _jwt_authority(
 
 
 def _require_ca(trust_domain: str, path: Path, cert: x509.Certificate, where: str) -> None:
+    """A bundle CA must pass the CA profile path validation applies, or nothing would chain."""
     try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
+        exts = cert.extensions
     except PARSE_ERRORS:
         raise _error(trust_domain, path, f"{where}: has malformed extensions") from None
-    if constraints is None or not constraints.ca:
-        raise _error(
-            trust_domain, path, f"{where} is not a CA certificate (cA=true); a bundle holds CAs"
+    try:
+        constraints: x509.Extension[x509.BasicConstraints] | None = exts.get_extension_for_class(
+            x509.BasicConstraints
         )
+    except x509.ExtensionNotFound:
+        constraints = None
+    try:
+        usage: x509.KeyUsage | None = exts.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if constraints is None or not constraints.value.ca or not constraints.critical:
+        raise _error(
+            trust_domain,
+            path,
+            f"{where} is not a CA certificate (critical basicConstraints cA=true); a bundle "
+            "holds CAs",
+        )
+    if usage is None or not usage.key_cert_sign:
+        raise _error(trust_domain, path, f"{where}: a CA needs keyUsage keyCertSign")
 
 
 def _error(trust_domain: str, path: Path, problem: str) -> ConfigError:
