@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from taskpass.server.store.records import (
+    ApprovalRecord,
     AuditEntry,
     AuditRecord,
     CredentialRecord,
@@ -103,6 +104,55 @@ class RevocationLog(Protocol):
         ...
 
 
+class ApprovalStore(Protocol):
+    """Approval requests and their decisions. Every state change is written with its audit
+    record in one transaction; a decision or a consumption is conditional on the stored state,
+    so two concurrent deciders (or two exchanges racing for one grant) cannot both succeed."""
+
+    async def create_or_reuse(
+        self, approval: ApprovalRecord, *, audit: AuditEntry, now: dt.datetime
+    ) -> tuple[ApprovalRecord, bool]:
+        """Store `approval` with its audit record, unless one is in force for the same requester
+        and digest: a live one (pending or approved, unexpired at `now`) or a denial (final for
+        that task). Then return that one and write nothing. Returns (the approval in force,
+        whether it was created)."""
+        ...
+
+    async def get(self, approval_id: str) -> ApprovalRecord | None: ...
+
+    async def latest_for(self, requester: str, digest: str) -> ApprovalRecord | None:
+        """The newest approval for this requester and task digest, in any state."""
+        ...
+
+    async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
+        """Pending approvals not expired at `now`, oldest first, at most `limit` (1..MAX_PAGE)."""
+        ...
+
+    async def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        at: dt.datetime,
+        reason: str,
+        expires_at: dt.datetime,
+        audit: AuditEntry,
+    ) -> ApprovalRecord:
+        """Approve or deny a pending, unexpired approval with its audit record; an approval's
+        grant then lapses at `expires_at`. Raises NotFound for an unknown id, Conflict when it
+        is no longer pending or has expired."""
+        ...
+
+    async def consume(
+        self, approval_id: str, *, requester: str, digest: str, at: dt.datetime, audit: AuditEntry
+    ) -> ApprovalRecord:
+        """Use an approved, unexpired grant once, with its audit record. Raises NotFound for an
+        unknown id, PermissionDenied when requester or digest differ from the binding, Conflict
+        when it is not approved, already used, or expired."""
+        ...
+
+
 class AuditLog(Protocol):
     """The append-only, hash-chained audit log (see audit_chain)."""
 
@@ -126,6 +176,9 @@ class Store(Protocol):
 
     @property
     def audit(self) -> AuditLog: ...
+
+    @property
+    def approvals(self) -> ApprovalStore: ...
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (see migrate)."""

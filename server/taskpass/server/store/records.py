@@ -170,3 +170,76 @@ class RevocationSnapshot:
 
     events: tuple[RevocationEvent, ...]
     seq: int
+
+
+class ApprovalState(enum.StrEnum):
+    """Stored states. Expiry is not stored: a pending or approved record whose `expires_at` has
+    passed is expired, whatever its state says (see ApprovalRecord.effective_state)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CONSUMED = "consumed"
+    EXPIRED = "expired"
+    """Never stored; what effective_state reports for a lapsed pending or approved record."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRecord:
+    """A request for approval, bound to one requester and one exact task, and its decision.
+
+    The binding (requester, task digest, audience, action, scopes, ttl, rules) is what the
+    approver saw; a grant is usable only for that. `expires_at` is when a pending request lapses,
+    and after an approval, when the unused grant lapses.
+    """
+
+    approval_id: str
+    requester: str
+    requester_method: str
+    cert_thumbprint: str | None
+    task_id: str
+    digest: str
+    descriptor: JsonObject
+    audience: str
+    action: str
+    sensitivity: str
+    scopes: tuple[str, ...]
+    ttl_seconds: int
+    """The credential lifetime the approver was shown; a credential may live no longer."""
+    rules: tuple[str, ...]
+    """The require_approval rules this approval satisfies."""
+    approver_groups: tuple[str, ...]
+    policy_version: str
+    decision_id: str
+    state: ApprovalState
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    reason: str = ""
+    consumed_at: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", ApprovalState(self.state))
+        _normalise(self, "created_at", "expires_at", "decided_at", "consumed_at")
+
+    def effective_state(self, now: dt.datetime) -> ApprovalState:
+        live = self.state in (ApprovalState.PENDING, ApprovalState.APPROVED)
+        return ApprovalState.EXPIRED if live and now >= self.expires_at else self.state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BanRecord:
+    """An identity refused new credentials until unbanned.
+
+    `pattern` is an exact workload ID or a SPIFFE ID pattern (`.../*` one more segment, `.../**`
+    any depth), the syntax of groups and policy rules.
+    """
+
+    pattern: str
+    banned_at: dt.datetime
+    banned_by: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        _normalise(self, "banned_at")

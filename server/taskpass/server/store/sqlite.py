@@ -30,6 +30,7 @@ from taskpass.server.store.records import (
     RevocationSnapshot,
     TaskRecord,
 )
+from taskpass.server.store.sqlite_approvals import SqliteApprovals
 from taskpass.server.store.sqlite_writer import (
     DEFAULT_MAX_BATCH,
     BatchWriter,
@@ -288,6 +289,7 @@ class SqliteStore:
         self._credentials = SqliteCredentials(self._writer, self._reader)
         self._revocations = SqliteRevocations(self._reader)
         self._audit = SqliteAudit(self._writer, self._reader)
+        self._approvals = SqliteApprovals(self._writer, self._reader)
         self._open = False
 
     @property
@@ -305,6 +307,10 @@ class SqliteStore:
     @property
     def audit(self) -> SqliteAudit:
         return self._audit
+
+    @property
+    def approvals(self) -> SqliteApprovals:
+        return self._approvals
 
     @property
     def writer_stats(self) -> WriterStats:

@@ -9,6 +9,7 @@ from typing import Any
 
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.records import (
+    ApprovalRecord,
     AuditRecord,
     CredentialRecord,
     RevocationEvent,
@@ -146,4 +147,64 @@ def event_from_row(row: Row) -> RevocationEvent:
         at=from_db_time(row[6]),
         set_token=row[7],
         reason=row[8],
+    )
+
+
+def _json_list(items: Sequence[str]) -> str:
+    return json.dumps(list(items), separators=(",", ":"))
+
+
+def approval_to_row(a: ApprovalRecord) -> tuple[Any, ...]:
+    return (
+        a.approval_id,
+        a.requester,
+        a.requester_method,
+        a.cert_thumbprint,
+        a.task_id,
+        a.digest,
+        canonical_json(a.descriptor),
+        a.audience,
+        a.action,
+        a.sensitivity,
+        _json_list(a.scopes),
+        a.ttl_seconds,
+        _json_list(a.rules),
+        _json_list(a.approver_groups),
+        a.policy_version,
+        a.decision_id,
+        a.state.value,
+        to_db_time(a.created_at),
+        to_db_time(a.expires_at),
+        a.decided_by,
+        None if a.decided_at is None else to_db_time(a.decided_at),
+        a.reason,
+        None if a.consumed_at is None else to_db_time(a.consumed_at),
+    )
+
+
+def approval_from_row(row: Row) -> ApprovalRecord:
+    return ApprovalRecord(
+        approval_id=row[0],
+        requester=row[1],
+        requester_method=row[2],
+        cert_thumbprint=row[3],
+        task_id=row[4],
+        digest=row[5],
+        descriptor=json.loads(row[6]),
+        audience=row[7],
+        action=row[8],
+        sensitivity=row[9],
+        scopes=tuple(json.loads(row[10])),
+        ttl_seconds=row[11],
+        rules=tuple(json.loads(row[12])),
+        approver_groups=tuple(json.loads(row[13])),
+        policy_version=row[14],
+        decision_id=row[15],
+        state=row[16],
+        created_at=from_db_time(row[17]),
+        expires_at=from_db_time(row[18]),
+        decided_by=row[19],
+        decided_at=_optional_time(row[20]),
+        reason=row[21],
+        consumed_at=_optional_time(row[22]),
     )

@@ -89,6 +89,49 @@ MIGRATIONS: tuple[Migration, ...] = (
                BEGIN SELECT RAISE(ABORT, 'revocation events are immutable'); END""",
         ),
     ),
+    Migration(
+        2,
+        "approval requests and their decisions",
+        (
+            """CREATE TABLE approvals (
+                approval_id      TEXT PRIMARY KEY,
+                requester        TEXT NOT NULL,
+                requester_method TEXT NOT NULL,
+                cert_thumbprint  TEXT,
+                task_id          TEXT NOT NULL,
+                digest           TEXT NOT NULL,
+                descriptor       TEXT NOT NULL,
+                audience         TEXT NOT NULL,
+                action           TEXT NOT NULL,
+                sensitivity      TEXT NOT NULL,
+                scopes           TEXT NOT NULL,
+                ttl_seconds      INTEGER NOT NULL,
+                rules            TEXT NOT NULL,
+                approver_groups  TEXT NOT NULL,
+                policy_version   TEXT NOT NULL,
+                decision_id      TEXT NOT NULL,
+                state            TEXT NOT NULL
+                                 CHECK (state IN ('pending', 'approved', 'denied', 'consumed')),
+                created_at       INTEGER NOT NULL,
+                expires_at       INTEGER NOT NULL,
+                decided_by       TEXT,
+                decided_at       INTEGER,
+                reason           TEXT NOT NULL DEFAULT '',
+                consumed_at      INTEGER
+            )""",
+            "CREATE INDEX approvals_by_task ON approvals (requester, digest, created_at)",
+            "CREATE INDEX approvals_pending ON approvals (state, expires_at)",
+            # An approval is decided once and used once: a decided or consumed row never goes
+            # back, and nothing else about the request ever changes.
+            """CREATE TRIGGER approvals_forward_only BEFORE UPDATE ON approvals
+               WHEN NOT (
+                   (OLD.state = 'pending' AND NEW.state IN ('approved', 'denied'))
+                   OR (OLD.state = 'approved' AND NEW.state = 'consumed'))
+               BEGIN SELECT RAISE(ABORT, 'approval state moves forward only'); END""",
+            """CREATE TRIGGER approvals_no_delete BEFORE DELETE ON approvals
+               BEGIN SELECT RAISE(ABORT, 'approval records are kept for the audit trail'); END""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
