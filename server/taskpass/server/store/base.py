@@ -19,6 +19,7 @@ from taskpass.server.store.records import (
     ApprovalRecord,
     AuditEntry,
     AuditRecord,
+    BanRecord,
     CredentialRecord,
     NewRevocation,
     RevocationEvent,
@@ -153,6 +154,30 @@ class ApprovalStore(Protocol):
         ...
 
 
+class BanStore(Protocol):
+    """Identity bans: what an exchange must refuse, and the revocation of what was issued."""
+
+    async def ban(
+        self, *, ban: BanRecord, audit: AuditEntry, event: NewRevocation | None
+    ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
+        """Record the ban and revoke every live credential (unrevoked, unexpired at
+        `ban.banned_at`) of the identities `ban.pattern` matches, in one transaction with the
+        audit record and the event (widened to the latest expiry revoked). Returns the revoked
+        credentials, oldest first, and the stored event. Raises Conflict if the pattern is
+        already banned, InvalidRequest if it is not a valid pattern.
+        """
+        ...
+
+    async def unban(self, *, pattern: str, audit: AuditEntry) -> BanRecord:
+        """Lift the ban on exactly `pattern`, with its audit record; returns the lifted ban.
+        What the ban revoked stays revoked. Raises NotFound if the pattern is not banned."""
+        ...
+
+    async def list_bans(self) -> list[BanRecord]:
+        """Every ban in force, oldest first."""
+        ...
+
+
 class AuditLog(Protocol):
     """The append-only, hash-chained audit log (see audit_chain)."""
 
@@ -179,6 +204,9 @@ class Store(Protocol):
 
     @property
     def approvals(self) -> ApprovalStore: ...
+
+    @property
+    def bans(self) -> BanStore: ...
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (see migrate)."""

@@ -31,6 +31,7 @@ from taskpass.server.store.records import (
     TaskRecord,
 )
 from taskpass.server.store.sqlite_approvals import SqliteApprovals
+from taskpass.server.store.sqlite_bans import SqliteBans
 from taskpass.server.store.sqlite_writer import (
     DEFAULT_MAX_BATCH,
     BatchWriter,
@@ -290,6 +291,7 @@ class SqliteStore:
         self._revocations = SqliteRevocations(self._reader)
         self._audit = SqliteAudit(self._writer, self._reader)
         self._approvals = SqliteApprovals(self._writer, self._reader)
+        self._bans = SqliteBans(self._writer, self._reader)
         self._open = False
 
     @property
@@ -311,6 +313,10 @@ class SqliteStore:
     @property
     def approvals(self) -> SqliteApprovals:
         return self._approvals
+
+    @property
+    def bans(self) -> SqliteBans:
+        return self._bans
 
     @property
     def writer_stats(self) -> WriterStats:

@@ -132,6 +132,22 @@ MIGRATIONS: tuple[Migration, ...] = (
                BEGIN SELECT RAISE(ABORT, 'approval records are kept for the audit trail'); END""",
         ),
     ),
+    Migration(
+        3,
+        "identity bans",
+        (
+            # A ban is state, not history: unban deletes the row; the audit log keeps both.
+            """CREATE TABLE bans (
+                pattern   TEXT PRIMARY KEY,
+                banned_at INTEGER NOT NULL,
+                banned_by TEXT NOT NULL,
+                reason    TEXT NOT NULL
+            ) WITHOUT ROWID""",
+            # identity revocation scans live credentials by requester (exact or ID prefix)
+            "CREATE INDEX credentials_live_by_requester ON credentials (requester, expires_at)"
+            " WHERE revoked_at IS NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
