@@ -106,3 +106,50 @@ def test_embedded_dev_config_parses(tmp_path: Path) -> None:
     assert config.dev_mode is True
     assert config.listen.cert_file == tmp_path / "certs/dev/server.pem"
     assert config.listen.tls_address is not None
+
+
+def test_policy_signatures_are_required_by_default_and_approvals_expire_in_15_minutes(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(MINIMAL, base_dir=tmp_path)
+    assert config.policy.require_signature is True
+    assert config.policy.signers == ()
+    assert config.approvals.ttl == dt.timedelta(minutes=15)
+
+
+def test_policy_signers_and_approval_ttl_are_read(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'file = "policy.yaml"', 'file = "policy.yaml"\nsigners = ["keys/a.pem"]\nreload_seconds = 1'
+    )
+    config = parse_config(text + "\n[approvals]\nttl_seconds = 60\n", base_dir=tmp_path)
+    assert config.policy.signers == (tmp_path / "keys/a.pem",)
+    assert config.policy.reload_interval == dt.timedelta(seconds=1)
+    assert config.approvals.ttl == dt.timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(
+            "",
+            "policy.require_signature = false is allowed only with dev_mode",
+            id="unsigned-outside-dev-mode",
+        ),
+        pytest.param("\n[approvals]\nttl_seconds = 0\n", "approvals.ttl_seconds", id="zero-ttl"),
+    ],
+)
+def test_governance_settings_that_would_weaken_security_are_refused(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    text = MINIMAL
+    if not extra:
+        text = text.replace(
+            'file = "policy.yaml"', 'file = "policy.yaml"\nrequire_signature = false'
+        )
+    with pytest.raises(ConfigError, match=message):
+        parse_config(text + extra, base_dir=tmp_path)
+
+
+def test_dev_mode_accepts_unsigned_policy_unless_told_otherwise(tmp_path: Path) -> None:
+    config = parse_config("dev_mode = true\n" + MINIMAL, base_dir=tmp_path)
+    assert config.policy.require_signature is False

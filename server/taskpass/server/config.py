@@ -68,7 +68,19 @@ class AttestationConfig:
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     file: Path
-    """The policy document (YAML)."""
+    """The policy document (YAML); its detached signature is the same path plus `.sig`."""
+    signers: tuple[Path, ...] = ()
+    """Public keys (PEM, Ed25519 or ECDSA P-256/P-384) whose signatures make a policy loadable."""
+    require_signature: bool = True
+    """Refuse an unsigned policy. Only dev mode may turn this off (and does by default)."""
+    reload_interval: dt.timedelta = dt.timedelta(seconds=5)
+    """How often the policy file and its signature are checked for changes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsConfig:
+    ttl: dt.timedelta = dt.timedelta(minutes=15)
+    """How long a request waits for an approver, and then how long an approval stays usable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +112,7 @@ class ServerConfig:
     """Group name -> member SPIFFE IDs or patterns (security-owned; see docs/configuration.md)."""
     dev_mode: bool = False
     """Dev mode accepts unsigned policy and says so loudly at startup. Never in production."""
+    approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -243,8 +256,24 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     att_t.finish()
 
     policy_t = root.table("policy")
-    policy = PolicyConfig(file=path(policy_t.string("file")))
+    policy = PolicyConfig(
+        file=path(policy_t.string("file")),
+        signers=tuple(path(p) for p in policy_t.strings("signers", [])),
+        require_signature=policy_t.boolean("require_signature", not dev_mode),
+        reload_interval=policy_t.duration("reload_seconds", 5),
+    )
     policy_t.finish()
+    if not policy.require_signature and not dev_mode:
+        raise ConfigError(
+            "config: policy.require_signature = false is allowed only with dev_mode = true: "
+            "production loads only signed policy"
+        )
+
+    approvals_t = root.table("approvals")
+    ttl = approvals_t.duration("ttl_seconds", 900)
+    if ttl <= dt.timedelta(0):
+        raise ConfigError("config: approvals.ttl_seconds must be greater than zero")
+    approvals_t.finish()
 
     issuer_t = root.table("issuer")
     algorithm = _ALGORITHMS.get(issuer_t.string("algorithm", "ES256"))
@@ -277,6 +306,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         data_dir=data_dir,
         groups=groups,
         dev_mode=dev_mode,
+        approvals=ApprovalsConfig(ttl=ttl),
     )
 
 
