@@ -1,36 +1,50 @@
 """The store suite runs once per backend: every test taking `store` or `make_store` does.
 
-A backend is a function tmp_path -> DSN of a fresh, empty database. Adding PostgreSQL is one
-line in BACKENDS, with a `_postgres` that creates a fresh database from TASKPASS_TEST_PG_DSN:
-    pytest.param(_postgres, id="postgres", marks=pytest.mark.postgres),
+A backend is an async context manager factory, tmp_path -> DSN of a fresh, empty database:
+a SQLite file in tmp_path, or a new PostgreSQL schema (tests/support/postgres.py; skipped when
+no server is reachable, failed instead when TASKPASS_REQUIRE_PG is set, as in CI).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from taskpass.server.store.base import Store
 from taskpass.server.store.factory import open_store
+from tests.support.postgres import fresh_schema
+
+Backend = Callable[[Path], AbstractAsyncContextManager[str]]
 
 
-def _sqlite(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'taskpass.db'}"
+@contextlib.asynccontextmanager
+async def _sqlite(tmp_path: Path) -> AsyncIterator[str]:
+    yield f"sqlite:///{tmp_path / 'taskpass.db'}"
+
+
+@contextlib.asynccontextmanager
+async def _postgres(tmp_path: Path) -> AsyncIterator[str]:
+    async with fresh_schema() as dsn:
+        yield dsn
 
 
 BACKENDS = [
     pytest.param(_sqlite, id="sqlite"),
+    pytest.param(_postgres, id="postgres", marks=pytest.mark.postgres),
 ]
 
 StoreMaker = Callable[[], Store]
 
 
 @pytest.fixture(params=BACKENDS)
-def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    backend: Callable[[Path], str] = request.param
-    return backend(tmp_path)
+async def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    backend: Backend = request.param
+    async with backend(tmp_path) as value:
+        yield value
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.store.factory import open_store
+from taskpass.server.store.postgres import PostgresStore
 from taskpass.server.store.sqlite import SqliteStore
 
 
@@ -29,10 +30,22 @@ def test_sqlite_dsn_or_bare_path_selects_sqlite_at_that_path(dsn: str, path: Pat
 
 
 @pytest.mark.parametrize(
+    "dsn",
+    [
+        pytest.param("postgresql://u:hunter2@db/taskpass", id="postgresql"),
+        pytest.param("postgres://u:hunter2@db/taskpass", id="postgres"),
+        pytest.param("PostgreSQL://db/taskpass?search_path=tp", id="scheme-any-case"),
+    ],
+)
+def test_postgres_dsn_selects_postgres_without_connecting(dsn: str) -> None:
+    store = open_store(dsn)
+
+    assert isinstance(store, PostgresStore)
+
+
+@pytest.mark.parametrize(
     ("dsn", "message"),
     [
-        pytest.param("postgresql://u:hunter2@db/taskpass", "not available yet", id="postgresql"),
-        pytest.param("postgres://u:hunter2@db/taskpass", "not available yet", id="postgres"),
         pytest.param("mysql://u:hunter2@db/taskpass", "unsupported store DSN scheme", id="mysql"),
         pytest.param("", "empty", id="empty"),
         pytest.param("sqlite://data/t.db", "three slashes", id="two-slashes"),

@@ -3,7 +3,7 @@
     sqlite:///relative/file.db      SQLite, path relative to the working directory
     sqlite:////absolute/file.db     SQLite, absolute path (as SQLAlchemy spells it)
     /path/to/file.db, file.db       a bare path: SQLite
-    postgresql://... , postgres://  PostgreSQL (not available yet)
+    postgresql://... , postgres://  PostgreSQL (asyncpg; ?search_path=SCHEMA picks the schema)
 
 Error messages name the scheme only: a PostgreSQL DSN can carry a password.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.store.base import Store
+from taskpass.server.store.postgres import PostgresStore
 from taskpass.server.store.sqlite import SqliteStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -37,7 +38,7 @@ def open_store(dsn: str) -> Store:
             raise ConfigError("a SQLite DSN is sqlite:///PATH (three slashes, then the path)")
         return SqliteStore(_sqlite_path(dsn[len(_SQLITE_PREFIX) :]))
     if scheme in _POSTGRES_SCHEMES:
-        raise ConfigError("PostgreSQL backend not available yet: use sqlite:///PATH for now")
+        return PostgresStore(dsn)
     raise ConfigError(
         f"unsupported store DSN scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
     )

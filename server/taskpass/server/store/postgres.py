@@ -1,0 +1,409 @@
+"""The PostgreSQL backend (asyncpg): several replicas share one database.
+
+Writes go through the PgBatchWriter (postgres_writer: batched, numbered under an advisory lock);
+reads use the same connection pool. `listen` (postgres_listen) tells a replica when another one
+committed revocation events.
+
+The DSN is libpq's URI form; any query parameter asyncpg does not know is a server setting, so
+`postgresql://taskpass@db/taskpass?search_path=taskpass` keeps the tables in schema `taskpass`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from taskpass.server.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from taskpass.server.store import postgres_codec as codec
+from taskpass.server.store import postgres_schema
+from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.postgres_approvals import PostgresApprovals
+from taskpass.server.store.postgres_bans import PostgresBans
+from taskpass.server.store.postgres_errors import (
+    DISCONNECTED,
+    DRIVER_ERRORS,
+    startup_error,
+)
+from taskpass.server.store.postgres_listen import Callback, EventListener, ReconnectBackoff
+from taskpass.server.store.postgres_reader import PgReader
+from taskpass.server.store.postgres_writer import (
+    DEFAULT_MAX_BATCH,
+    EVENTS_CHANNEL,
+    PgBatchWriter,
+    PgWriteTx,
+)
+from taskpass.server.store.records import (
+    AuditEntry,
+    AuditRecord,
+    CredentialRecord,
+    NewRevocation,
+    RevocationEvent,
+    RevocationSnapshot,
+    TaskRecord,
+)
+from taskpass.server.store.sqlite_writer import WriterStats
+
+# Column lists follow the row order of postgres_codec's *_to_row / *_from_row functions.
+_INSERT_TASK = """
+    INSERT INTO tasks (requester, task_id, digest, descriptor, created_at, completed_at)
+    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (requester, task_id) DO NOTHING"""
+_TASK_STATE = """
+    SELECT digest, completed_at FROM tasks WHERE requester = $1 AND task_id = $2 FOR UPDATE"""
+_SELECT_TASK = """
+    SELECT requester, task_id, digest, descriptor, created_at, completed_at
+    FROM tasks WHERE requester = $1 AND task_id = $2"""
+_COMPLETE_TASK = "UPDATE tasks SET completed_at = $1 WHERE requester = $2 AND task_id = $3"
+_INSERT_CREDENTIAL = """
+    INSERT INTO credentials (jti, requester, task_id, audience, scopes, issued_at, expires_at,
+        policy_version, kid, cert_thumbprint, approval_id, parent_jti, revoked_at, revoke_reason)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"""
+_SELECT_CREDENTIAL = """
+    SELECT jti, requester, task_id, audience, scopes, issued_at, expires_at,
+        policy_version, kid, cert_thumbprint, approval_id, parent_jti, revoked_at, revoke_reason
+    FROM credentials WHERE jti = $1"""
+_CREDENTIAL_EXISTS = "SELECT 1 FROM credentials WHERE jti = $1"
+_REVOKE_TASK_CREDENTIALS = """
+    UPDATE credentials SET revoked_at = $1, revoke_reason = $2
+    WHERE requester = $3 AND task_id = $4 AND revoked_at IS NULL
+    RETURNING jti, requester, task_id, audience, scopes, issued_at, expires_at,
+        policy_version, kid, cert_thumbprint, approval_id, parent_jti, revoked_at, revoke_reason"""
+_REVOKE_CREDENTIAL = """
+    UPDATE credentials SET revoked_at = $1, revoke_reason = $2
+    WHERE jti = $3 AND revoked_at IS NULL
+    RETURNING jti, requester, task_id, audience, scopes, issued_at, expires_at,
+        policy_version, kid, cert_thumbprint, approval_id, parent_jti, revoked_at, revoke_reason"""
+_EVENTS_AFTER = """
+    SELECT seq, kind, subject, task_id, jti, expires_at, at, set_token, reason
+    FROM revocation_events WHERE seq > $1 ORDER BY seq LIMIT $2"""
+# One statement, so the events and the head seq come from the same snapshot; the LEFT JOIN
+# yields one row (with NULL event columns) even when nothing is in force.
+_EVENTS_IN_FORCE = """
+    WITH head AS (SELECT coalesce(max(seq), 0) AS seq FROM revocation_events)
+    SELECT head.seq,
+        e.seq, e.kind, e.subject, e.task_id, e.jti, e.expires_at, e.at, e.set_token, e.reason
+    FROM head LEFT JOIN revocation_events AS e ON e.expires_at > $1
+    ORDER BY e.seq"""
+_CURRENT_EVENT_SEQ = "SELECT coalesce(max(seq), 0) FROM revocation_events"
+_AUDIT_AFTER = """
+    SELECT seq, kind, actor, at, payload, prev_hash, hash
+    FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"""
+
+DEFAULT_CONNECT_TIMEOUT = dt.timedelta(seconds=10)
+DEFAULT_COMMAND_TIMEOUT = dt.timedelta(seconds=30)
+DEFAULT_PING_INTERVAL = dt.timedelta(seconds=30)
+DEFAULT_BACKOFF = ReconnectBackoff()
+
+
+def _check_page(*, after: int, limit: int) -> None:
+    if after < 0:
+        raise InvalidRequest("seq", "must not be negative")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
+
+
+def _covering(event: NewRevocation, revoked: Iterable[CredentialRecord]) -> NewRevocation:
+    """The event, in force at least until the last revoked credential expires."""
+    latest = max((c.expires_at for c in revoked), default=event.expires_at)
+    if latest <= event.expires_at:
+        return event
+    return dataclasses.replace(event, expires_at=latest)
+
+
+async def _init_connection(conn: Any) -> None:
+    # Durable before reply: a server configured with synchronous_commit=off would acknowledge
+    # commits it can still lose, so taskpass sessions turn it back on.
+    if await conn.fetchval("SHOW synchronous_commit") == "off":
+        await conn.execute("SET synchronous_commit TO on")
+
+
+class PostgresCredentials:
+    def __init__(self, writer: PgBatchWriter, reader: PgReader) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def record_issuance(
+        self, *, task: TaskRecord, credential: CredentialRecord, audit: AuditEntry
+    ) -> None:
+        if (credential.requester, credential.task_id) != (task.requester, task.task_id):
+            raise ValueError("the credential does not belong to the task it is recorded with")
+        task_row = codec.task_to_row(task)
+        credential_row = codec.credential_to_row(credential)
+
+        async def run(tx: PgWriteTx) -> None:
+            if await tx.conn.execute(_INSERT_TASK, *task_row) == "INSERT 0 0":
+                state = await tx.conn.fetchrow(_TASK_STATE, task.requester, task.task_id)
+                if state["digest"] != task.digest:
+                    raise Conflict(
+                        f"task_id already used for a different task ({task.task_id!r}): "
+                        "use a new task_id for a new task"
+                    )
+                if state["completed_at"] is not None:
+                    raise Conflict(
+                        f"task already completed ({task.task_id!r}): "
+                        "start a new task with a new task_id"
+                    )
+            try:
+                await tx.conn.execute(_INSERT_CREDENTIAL, *credential_row)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict("credential jti already recorded: generate a new jti") from exc
+            await tx.append_audit(audit)
+
+        await self._writer.submit(run)
+
+    async def get_credential(self, jti: str) -> CredentialRecord | None:
+        row = await self._reader.fetch_one(_SELECT_CREDENTIAL, jti)
+        return None if row is None else codec.credential_from_row(row)
+
+    async def get_task(self, requester: str, task_id: str) -> TaskRecord | None:
+        row = await self._reader.fetch_one(_SELECT_TASK, requester, task_id)
+        return None if row is None else codec.task_from_row(row)
+
+    async def complete_task(
+        self,
+        *,
+        requester: str,
+        task_id: str,
+        at: dt.datetime,
+        reason: str = "task completed",
+        audit: AuditEntry,
+        event: NewRevocation | None,
+    ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
+        async def run(tx: PgWriteTx) -> tuple[list[CredentialRecord], RevocationEvent | None]:
+            state = await tx.conn.fetchrow(_TASK_STATE, requester, task_id)
+            if state is None:
+                raise NotFound(f"no task {task_id!r} for this requester")
+            if state["completed_at"] is not None:
+                raise Conflict(f"task already completed ({task_id!r})")
+            await tx.conn.execute(_COMPLETE_TASK, at, requester, task_id)
+            rows = await tx.conn.fetch(_REVOKE_TASK_CREDENTIALS, at, reason, requester, task_id)
+            revoked = sorted(
+                (codec.credential_from_row(row) for row in rows),
+                key=lambda c: (c.issued_at, c.jti),
+            )
+            await tx.append_audit(audit)
+            stored = None if event is None else await tx.append_event(_covering(event, revoked))
+            return revoked, stored
+
+        return await self._writer.submit(run)
+
+    async def revoke_credential(
+        self,
+        *,
+        jti: str,
+        at: dt.datetime,
+        reason: str,
+        audit: AuditEntry,
+        event: NewRevocation | None,
+    ) -> tuple[CredentialRecord, RevocationEvent | None]:
+        async def run(tx: PgWriteTx) -> tuple[CredentialRecord, RevocationEvent | None]:
+            row = await tx.conn.fetchrow(_REVOKE_CREDENTIAL, at, reason, jti)
+            if row is None:
+                if await tx.conn.fetchval(_CREDENTIAL_EXISTS, jti) is not None:
+                    raise Conflict(f"credential already revoked (jti {jti!r})")
+                raise NotFound(f"no credential with jti {jti!r}")
+            revoked = codec.credential_from_row(row)
+            await tx.append_audit(audit)
+            stored = None if event is None else await tx.append_event(_covering(event, [revoked]))
+            return revoked, stored
+
+        return await self._writer.submit(run)
+
+
+class PostgresRevocations:
+    def __init__(self, reader: PgReader) -> None:
+        self._reader = reader
+
+    async def read_after(self, seq: int, *, limit: int) -> list[RevocationEvent]:
+        _check_page(after=seq, limit=limit)
+        rows = await self._reader.fetch(_EVENTS_AFTER, seq, limit)
+        return [codec.event_from_row(row) for row in rows]
+
+    async def in_force(self, now: dt.datetime) -> RevocationSnapshot:
+        rows = await self._reader.fetch(_EVENTS_IN_FORCE, now)
+        head = int(rows[0][0])
+        events = tuple(codec.event_from_row(row[1:]) for row in rows if row[1] is not None)
+        return RevocationSnapshot(events=events, seq=head)
+
+    async def current_seq(self) -> int:
+        row = await self._reader.fetch_one(_CURRENT_EVENT_SEQ)
+        return 0 if row is None else int(row[0])
+
+
+class PostgresAudit:
+    def __init__(self, writer: PgBatchWriter, reader: PgReader) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def append(self, entry: AuditEntry) -> AuditRecord:
+        return await self._writer.submit(lambda tx: tx.append_audit(entry))
+
+    async def read(self, *, after_seq: int = 0, limit: int) -> list[AuditRecord]:
+        _check_page(after=after_seq, limit=limit)
+        rows = await self._reader.fetch(_AUDIT_AFTER, after_seq, limit)
+        return [codec.audit_from_row(row) for row in rows]
+
+
+class PostgresStore:
+    """The Store on a PostgreSQL database. Any number of replicas may open the same one."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        connect_timeout: dt.timedelta = DEFAULT_CONNECT_TIMEOUT,
+        command_timeout: dt.timedelta = DEFAULT_COMMAND_TIMEOUT,
+        listen_backoff: ReconnectBackoff = DEFAULT_BACKOFF,
+        listen_ping_interval: dt.timedelta = DEFAULT_PING_INTERVAL,
+    ) -> None:
+        if not 1 <= pool_min_size <= pool_max_size:
+            raise ValueError("the pool needs 1 <= pool_min_size <= pool_max_size")
+        self._dsn = dsn
+        self._pool_sizes = (pool_min_size, pool_max_size)
+        self._connect_s = connect_timeout.total_seconds()
+        self._command_s = command_timeout.total_seconds()
+        self._listen_backoff = listen_backoff
+        self._listen_ping = listen_ping_interval
+        self._writer = PgBatchWriter(max_batch=max_batch)
+        self._reader = PgReader()
+        self._credentials = PostgresCredentials(self._writer, self._reader)
+        self._revocations = PostgresRevocations(self._reader)
+        self._audit = PostgresAudit(self._writer, self._reader)
+        self._approvals = PostgresApprovals(self._writer, self._reader)
+        self._bans = PostgresBans(self._writer, self._reader)
+        self._listeners: set[EventListener] = set()
+        self._pool: Any = None
+
+    @property
+    def credentials(self) -> PostgresCredentials:
+        return self._credentials
+
+    @property
+    def revocations(self) -> PostgresRevocations:
+        return self._revocations
+
+    @property
+    def audit(self) -> PostgresAudit:
+        return self._audit
+
+    @property
+    def approvals(self) -> PostgresApprovals:
+        return self._approvals
+
+    @property
+    def bans(self) -> PostgresBans:
+        return self._bans
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """Batches committed and operations run: operations / batches is the batching effect."""
+        return self._writer.stats
+
+    @property
+    def listener_pids(self) -> frozenset[int]:
+        """Backend pids of the LISTEN connections now up (diagnostics, and the tests)."""
+        return frozenset(pid for x in self._listeners if (pid := x.server_pid) is not None)
+
+    async def _connect(self) -> Any:
+        return await asyncpg.connect(
+            self._dsn, timeout=self._connect_s, command_timeout=self._command_s
+        )
+
+    async def migrate(self) -> int:
+        if self._pool is not None:
+            async with self._pool.acquire() as conn:
+                return await self._migrate(conn)
+        try:
+            conn = await self._connect()
+        except (*DRIVER_ERRORS, ValueError) as exc:
+            raise startup_error(exc, doing="connect to PostgreSQL") from exc
+        try:
+            return await self._migrate(conn)
+        finally:
+            await conn.close()
+
+    @staticmethod
+    async def _migrate(conn: Any) -> int:
+        try:
+            return await postgres_schema.migrate(conn)
+        except Exception as exc:
+            error = startup_error(exc, doing="migrate the PostgreSQL schema")
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        min_size, max_size = self._pool_sizes
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=self._connect_s,
+                command_timeout=self._command_s,
+                init=_init_connection,
+            )
+        except (*DRIVER_ERRORS, ValueError) as exc:
+            raise startup_error(exc, doing="connect to PostgreSQL") from exc
+        try:
+            async with pool.acquire() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+        self._reader.pool = pool
+        self._writer.start(pool)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        for listener in self._listeners:
+            listener.stop()
+        await self._writer.stop()
+        self._reader.pool = None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), self._command_s)
+            except (TimeoutError, *DISCONNECTED):
+                pool.terminate()
+
+    async def listen(self, callback: Callback) -> None:
+        """Call `callback()` whenever a batch that appended revocation events commits (on any
+        replica), and once each time the LISTEN connection is (re)established, so a consumer
+        that re-reads the table then misses nothing. Runs until the store closes or the task
+        is cancelled; a dropped connection is re-made with backoff."""
+        if self._pool is None:
+            raise Unavailable("store is closed")
+        listener = EventListener(
+            self._connect,
+            channel=EVENTS_CHANNEL,
+            backoff=self._listen_backoff,
+            ping_interval=self._listen_ping,
+        )
+        self._listeners.add(listener)
+        try:
+            await listener.run(callback)
+        finally:
+            self._listeners.discard(listener)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

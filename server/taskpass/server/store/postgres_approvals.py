@@ -1,0 +1,175 @@
+"""The approvals aggregate on PostgreSQL: requests, decisions and single use, each with its audit
+row, the twin of sqlite_approvals.
+
+Every state change is one conditional UPDATE inside the writer's transaction (which holds the
+write lock), so of two approvers, or two exchanges presenting one grant, on any replicas,
+exactly one wins. A decision is announced (NOTIFY) so an exchange waiting on another replica
+learns of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from taskpass.server.store import postgres_codec as codec
+from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.postgres_reader import PgReader
+from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
+from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
+
+# Column lists follow the row order of postgres_codec.approval_to_row / approval_from_row.
+_INSERT = """
+    INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
+        digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
+        approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
+        decided_at, reason, consumed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20, $21, $22, $23)"""
+_SELECT = """
+    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
+        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
+        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
+        reason, consumed_at
+    FROM approvals WHERE approval_id = $1"""
+_LATEST = """
+    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
+        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
+        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
+        reason, consumed_at
+    FROM approvals WHERE requester = $1 AND digest = $2
+    ORDER BY created_at DESC, ord DESC LIMIT 1"""
+# What blocks a new request for the same task: a live one, or a denial (final for that task).
+_IN_FORCE = """
+    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
+        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
+        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
+        reason, consumed_at
+    FROM approvals WHERE requester = $1 AND digest = $2
+        AND (state = 'denied' OR (state IN ('pending', 'approved') AND expires_at > $3))
+    ORDER BY created_at DESC, ord DESC LIMIT 1"""
+_PENDING = """
+    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
+        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
+        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
+        reason, consumed_at
+    FROM approvals WHERE state = 'pending' AND expires_at > $1
+    ORDER BY created_at, ord LIMIT $2"""
+_DECIDE = """
+    UPDATE approvals SET state = $1, decided_by = $2, decided_at = $3, reason = $4,
+        expires_at = $5
+    WHERE approval_id = $6 AND state = 'pending' AND expires_at > $3
+    RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
+        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
+        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
+        reason, consumed_at"""
+_CONSUME = """
+    UPDATE approvals SET state = 'consumed', consumed_at = $1
+    WHERE approval_id = $2 AND state = 'approved' AND expires_at > $1
+        AND requester = $3 AND digest = $4
+    RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
+        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
+        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
+        reason, consumed_at"""
+
+_STATE_PHRASES = {
+    ApprovalState.PENDING: "is still pending: an approver has not decided it yet",
+    ApprovalState.APPROVED: "was already approved",
+    ApprovalState.DENIED: "was denied",
+    ApprovalState.CONSUMED: "was already used: an approval is single use, ask for a new one",
+    ApprovalState.EXPIRED: "has expired: ask for a new approval",
+}
+
+
+async def _one(tx: PgWriteTx, sql: str, *args: object) -> ApprovalRecord | None:
+    row = await tx.conn.fetchrow(sql, *args)
+    return None if row is None else codec.approval_from_row(row)
+
+
+def _why_not(stored: ApprovalRecord | None, approval_id: str, at: dt.datetime) -> Exception:
+    """The error for a conditional update that matched no row, from the row as it is."""
+    if stored is None:
+        return NotFound(f"no approval {approval_id!r}")
+    return Conflict(f"approval {approval_id} {_STATE_PHRASES[stored.effective_state(at)]}")
+
+
+class PostgresApprovals:
+    def __init__(self, writer: PgBatchWriter, reader: PgReader) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def create_or_reuse(
+        self, approval: ApprovalRecord, *, audit: AuditEntry, now: dt.datetime
+    ) -> tuple[ApprovalRecord, bool]:
+        if approval.state is not ApprovalState.PENDING:
+            raise ValueError("a new approval starts pending")
+        row = codec.approval_to_row(approval)
+
+        async def run(tx: PgWriteTx) -> tuple[ApprovalRecord, bool]:
+            in_force = await _one(tx, _IN_FORCE, approval.requester, approval.digest, now)
+            if in_force is not None:
+                return in_force, False
+            await tx.conn.execute(_INSERT, *row)
+            await tx.append_audit(audit)
+            return approval, True
+
+        return await self._writer.submit(run)
+
+    async def get(self, approval_id: str) -> ApprovalRecord | None:
+        row = await self._reader.fetch_one(_SELECT, approval_id)
+        return None if row is None else codec.approval_from_row(row)
+
+    async def latest_for(self, requester: str, digest: str) -> ApprovalRecord | None:
+        row = await self._reader.fetch_one(_LATEST, requester, digest)
+        return None if row is None else codec.approval_from_row(row)
+
+    async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
+        rows = await self._reader.fetch(_PENDING, now, limit)
+        return [codec.approval_from_row(row) for row in rows]
+
+    async def decide(
+        self,
+        approval_id: str,
+        *,
+        approve: bool,
+        by: str,
+        at: dt.datetime,
+        reason: str,
+        expires_at: dt.datetime,
+        audit: AuditEntry,
+    ) -> ApprovalRecord:
+        state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
+
+        async def run(tx: PgWriteTx) -> ApprovalRecord:
+            decided = await _one(tx, _DECIDE, state.value, by, at, reason, expires_at, approval_id)
+            if decided is None:
+                raise _why_not(await _one(tx, _SELECT, approval_id), approval_id, at)
+            await tx.append_audit(audit)
+            tx.announce()  # an exchange may be waiting for this on another replica
+            return decided
+
+        return await self._writer.submit(run)
+
+    async def consume(
+        self, approval_id: str, *, requester: str, digest: str, at: dt.datetime, audit: AuditEntry
+    ) -> ApprovalRecord:
+        async def run(tx: PgWriteTx) -> ApprovalRecord:
+            consumed = await _one(tx, _CONSUME, at, approval_id, requester, digest)
+            if consumed is None:
+                stored = await _one(tx, _SELECT, approval_id)
+                if stored is not None and stored.requester != requester:
+                    raise PermissionDenied(
+                        f"approval {approval_id} was granted to another requester"
+                    )
+                if stored is not None and stored.digest != digest:
+                    raise PermissionDenied(
+                        f"approval {approval_id} was granted for another task (digest differs):"
+                        " ask for an approval of this task"
+                    )
+                raise _why_not(stored, approval_id, at)
+            await tx.append_audit(audit)
+            return consumed
+
+        return await self._writer.submit(run)
