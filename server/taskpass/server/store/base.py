@@ -1,4 +1,4 @@
-"""The store interface, split by aggregate. Backends: sqlite.py (embedded), PostgreSQL (later).
+"""The store interface, split by aggregate. Backends: sqlite.py (embedded), postgres.py (replicas).
 
 Rules every backend keeps:
 - A write method returns only once its changes are durable (committed, fsynced).
@@ -12,8 +12,9 @@ Rules every backend keeps:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from taskpass.server.store.records import (
     ApprovalRecord,
@@ -232,3 +233,19 @@ class Store(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class EventNotifier(Protocol):
+    """Optional: a store that tells this process when another one committed events.
+
+    PostgreSQL does (LISTEN/NOTIFY), for replicas; SQLite need not, having one writer process.
+    Wire it as `if isinstance(store, EventNotifier): spawn(store.listen(hub.notify))`.
+    """
+
+    async def listen(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after revocation events (or approval decisions) commit, on any
+        replica, and once whenever the notification connection is (re)established, since
+        changes may have committed while it was down: the consumer re-reads the table then,
+        and so misses nothing. Runs until the store closes or the task is cancelled."""
+        ...
