@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -12,8 +13,10 @@ import grpc
 
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
+from taskpass.client.clock import Clock
 from taskpass.client.errors import InvalidRequest, from_rpc_error
 from taskpass.client.models import SENSITIVITIES, Introspection, Task, TaskCredential
+from taskpass.client.task_handle import TaskHandle
 
 _SENSITIVITY = {
     "public": pb.SENSITIVITY_PUBLIC,
@@ -23,7 +26,7 @@ _SENSITIVITY = {
 }
 
 
-def _read(path: Path) -> bytes:
+def _read(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
@@ -62,7 +65,8 @@ class TaskpassClient:
     """Talks to a taskpass server over an injected channel.
 
     Build one with `from_files` (mTLS with an X.509-SVID) or `with_jwt_svid` (server TLS plus a
-    JWT-SVID bearer). Use it as an async context manager, or call `aclose()`.
+    JWT-SVID bearer), or from a SPIRE agent with `taskpass.client.workload_api.from_workload_api`.
+    Use it as an async context manager, or call `aclose()`.
     """
 
     def __init__(self, channel: grpc.aio.Channel, *, timeout: float = 10.0) -> None:
@@ -75,9 +79,9 @@ class TaskpassClient:
         cls,
         target: str,
         *,
-        ca: Path,
-        cert: Path,
-        key: Path,
+        ca: str | Path,
+        cert: str | Path,
+        key: str | Path,
         server_name: str | None = None,
         timeout: float = 10.0,
     ) -> TaskpassClient:
@@ -91,7 +95,7 @@ class TaskpassClient:
         cls,
         target: str,
         *,
-        ca: Path,
+        ca: str | Path,
         token: str,
         server_name: str | None = None,
         timeout: float = 10.0,
@@ -175,6 +179,38 @@ class TaskpassClient:
             raise from_rpc_error(error) from None
         value: dict[str, Any] = json.loads(r.jwks_json)
         return value
+
+    def task(
+        self,
+        task_id: str,
+        *,
+        audience: str,
+        action: str,
+        sensitivity: str = "internal",
+        ttl: dt.timedelta = dt.timedelta(minutes=10),
+        tool: str = "",
+        environment: str = "",
+        deadline: dt.datetime | None = None,
+        reason: str = "",
+        attributes: Mapping[str, str] | None = None,
+        refresh_below: float = 0.25,
+        clock: Clock | None = None,
+    ) -> TaskHandle:
+        """`async with client.task(...) as task:` exchange on entry, CompleteTask on exit (also
+        when the body raises); `await task.credential()` re-exchanges near expiry."""
+        descriptor = Task(
+            task_id=task_id,
+            audience=audience,
+            action=action,
+            sensitivity=sensitivity,
+            ttl=ttl,
+            tool=tool,
+            environment=environment,
+            deadline=deadline,
+            reason=reason,
+            attributes=dict(attributes or {}),
+        )
+        return TaskHandle(self, descriptor, refresh_below=refresh_below, clock=clock)
 
 
 def _options(server_name: str | None) -> list[tuple[str, Any]]:

@@ -1,0 +1,393 @@
+"""Verifying a taskpass credential where it is used: in a relying party or its sidecar.
+
+    verifier = CredentialVerifier.from_jwks_url(
+        "http://localhost:8080/.well-known/jwks.json",
+        issuer="http://localhost:8080", audience="payments-api")
+    credential = await verifier.verify(token, peer_certificate=der_of_the_callers_cert)
+
+Checks, in order, each failing as `InvalidToken` with its `Reason`: a compact JWS of sane size;
+`typ` is `at+jwt` (RFC 9068 §4); `alg` is on the allow-list; the `kid` is a published key (an
+unknown kid makes the key cache refetch once, within its cooldown); the signature; `iss`; `aud`
+holds one of our audiences; `exp`/`nbf`/`iat` within a small leeway; the RFC 9068 claims are
+present; the `cnf.x5t#S256` binding (RFC 8705) matches the certificate the caller presented, so
+a token replayed by another workload fails; and, last, the revocation checker (the SDK's
+revocation watcher, or anything with `is_revoked(jti) -> bool`).
+
+JOSE parsing and signature checks are joserfc's; this module decides which keys and claims count.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import json
+import ssl
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from joserfc import jws
+from joserfc.errors import (
+    ClaimError,
+    ExpiredTokenError,
+    JoseError,
+    MissingClaimError,
+)
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import Key
+from joserfc.jwt import JWTClaimsRegistry
+
+from taskpass.client.clock import Clock, SystemClock
+from taskpass.client.errors import InvalidRequest, TaskpassClientError
+from taskpass.client.jwks import KEY_TYPES, GrpcJwks, HttpJwks, JwksCache, JwksSource
+
+if TYPE_CHECKING:
+    from taskpass.client.client import TaskpassClient
+
+ALGORITHMS: Final = ("ES256", "EdDSA")
+ACCESS_TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4
+MAX_TOKEN_BYTES: Final = 16 * 1024
+
+
+class Reason(enum.StrEnum):
+    """Why a token was refused: a stable code for logs, metrics and HTTP error bodies."""
+
+    MALFORMED = "malformed"
+    WRONG_TYPE = "wrong_type"
+    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_ISSUER = "wrong_issuer"
+    WRONG_AUDIENCE = "wrong_audience"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    MISSING_CLAIM = "missing_claim"
+    INVALID_CLAIM = "invalid_claim"
+    NOT_BOUND = "not_bound"
+    CERTIFICATE_REQUIRED = "certificate_required"
+    CERTIFICATE_MISMATCH = "certificate_mismatch"
+    REVOKED = "revoked"
+
+
+class InvalidToken(TaskpassClientError):
+    """The token must not be accepted; `reason` says why (the message says what to do)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message, details={"reason": reason.value})
+        self.reason = reason
+
+
+class RevocationChecker(Protocol):
+    """Anything that knows revoked credentials, e.g. the SDK's revocation watcher.
+
+    Called only for tokens that passed every other check. It may raise to fail closed (say, while
+    it has not caught up with the revocation stream); the exception reaches the caller as is.
+    """
+
+    def is_revoked(self, jti: str) -> bool: ...
+
+
+PeerCertificate = x509.Certificate | bytes | str
+"""The certificate the caller presented on the mTLS connection: a cryptography certificate, DER
+bytes (`ssl.SSLSocket.getpeercert(binary_form=True)`), or PEM (`x509_pem_cert` of a gRPC auth
+context, or a decoded Envoy XFCC `Cert`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCredential:
+    """A credential that passed every check. `claims` holds the whole payload."""
+
+    subject: str
+    client_id: str
+    audience: tuple[str, ...]
+    scopes: tuple[str, ...]
+    jti: str
+    task_id: str
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    kid: str
+    bound_to: str | None
+    """The `cnf.x5t#S256` thumbprint, or None for a bearer token (JWT-SVID path)."""
+    task: Mapping[str, Any] = field(default_factory=dict)
+    """The private `task` claim: action, tool, sensitivity, environment, policy_version, ..."""
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+def certificate_thumbprint(certificate: PeerCertificate) -> str:
+    """RFC 8705 §3.1 `x5t#S256`: base64url(SHA-256(DER of the certificate)), unpadded."""
+    if isinstance(certificate, x509.Certificate):
+        der = certificate.public_bytes(serialization.Encoding.DER)
+    elif isinstance(certificate, str) or certificate.lstrip().startswith(b"-----BEGIN"):
+        text = certificate.encode() if isinstance(certificate, str) else certificate
+        try:
+            der = ssl.PEM_cert_to_DER_cert(text.decode("ascii").strip())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest("the peer certificate is not a PEM certificate") from exc
+    else:
+        der = certificate
+    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+
+
+def _without_warning(alg: JWSAlgModel) -> JWSAlgModel:
+    quiet = copy.copy(alg)
+    quiet.security_warning = None
+    return quiet
+
+
+class _Registry(jws.JWSRegistry):
+    # joserfc warns on every EdDSA verification (RFC 9864 prefers the fully specified "Ed25519").
+    # Accepting EdDSA is a deliberate choice of the allow-list here, so the warning is noise; a
+    # copy of the model without it keeps the global warning filters (not thread-safe) untouched.
+    algorithms: dict[str, JWSAlgModel] = {
+        name: _without_warning(alg) if name == "EdDSA" else alg
+        for name, alg in jws.JWSRegistry.algorithms.items()
+    }
+
+
+class CredentialVerifier:
+    """Verifies taskpass credentials offline against the issuer's published keys.
+
+    `audience` is this relying party's audience (or several). `require_binding` (the default)
+    refuses bearer tokens, which taskpass issues only on the JWT-SVID path; turn it off to accept
+    them. A bound token is always checked against `peer_certificate` whatever this setting.
+    """
+
+    def __init__(
+        self,
+        jwks: JwksSource,
+        *,
+        issuer: str,
+        audience: str | Collection[str],
+        revocation: RevocationChecker | None = None,
+        require_binding: bool = True,
+        algorithms: Collection[str] = ALGORITHMS,
+        leeway: dt.timedelta = dt.timedelta(seconds=5),
+        max_age: dt.timedelta = dt.timedelta(minutes=5),
+        refetch_cooldown: dt.timedelta = dt.timedelta(seconds=30),
+        clock: Clock | None = None,
+    ) -> None:
+        audiences = (audience,) if isinstance(audience, str) else tuple(audience)
+        if not issuer:
+            raise InvalidRequest("issuer: give the taskpass issuer the tokens must name")
+        if not audiences or not all(audiences):
+            raise InvalidRequest("audience: give this relying party's audience")
+        unknown = set(algorithms) - set(KEY_TYPES)
+        if unknown or not algorithms:
+            raise InvalidRequest(
+                f"algorithms: choose from {', '.join(KEY_TYPES)} (got {sorted(algorithms)})"
+            )
+        if leeway < dt.timedelta(0) or leeway > dt.timedelta(minutes=5):
+            raise InvalidRequest("leeway: must be between 0 and 5 minutes")
+        self._issuer = issuer
+        self._audiences = audiences
+        self._revocation = revocation
+        self._require_binding = require_binding
+        self._algorithms = tuple(algorithms)
+        self._clock = clock or SystemClock()
+        self._keys = JwksCache(
+            jwks,
+            algorithms=self._algorithms,
+            max_age=max_age,
+            refetch_cooldown=refetch_cooldown,
+            clock=self._clock,
+        )
+        self._registry = _Registry(algorithms=self._algorithms, strict_check_header=False)
+        # RFC 9068 §2.2: the claims every JWT access token carries.
+        self._claims = JWTClaimsRegistry(
+            now=self._now,
+            leeway=int(leeway.total_seconds()),
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "values": list(audiences)},
+            sub={"essential": True},
+            client_id={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
+        )
+
+    @classmethod
+    def from_jwks_url(cls, url: str, **options: Any) -> CredentialVerifier:
+        """Keys from `url` (e.g. `http://localhost:8080/.well-known/jwks.json`); `options` are
+        the constructor's keyword arguments."""
+        return cls(HttpJwks(url), **options)
+
+    @classmethod
+    def from_client(cls, client: TaskpassClient, **options: Any) -> CredentialVerifier:
+        """Keys over gRPC (`GetJwks`) through an open client, which the caller keeps and closes."""
+        return cls(GrpcJwks(client), **options)
+
+    @property
+    def keys(self) -> JwksCache:
+        return self._keys
+
+    async def refresh(self) -> None:
+        """Fetch the keys now: call at startup to fail fast if the JWKS cannot be reached."""
+        await self._keys.refresh(force=True)
+
+    async def verify(
+        self, token: str, *, peer_certificate: PeerCertificate | None = None
+    ) -> VerifiedCredential:
+        """The verified credential, or InvalidToken; Unavailable if no keys can be fetched."""
+        signed = self._parse(token)
+        header = signed.headers()
+        key = await self._key(header)
+        self._check_signature(signed, key)
+        claims = self._payload(signed)
+        self._check_claims(claims)
+        bound_to = self._check_binding(claims, peer_certificate)
+        jti: str = claims["jti"]
+        if self._revocation is not None and self._revocation.is_revoked(jti):
+            raise InvalidToken(
+                Reason.REVOKED, "the credential was revoked (its task ended or security revoked it)"
+            )
+        return _credential(claims, kid=header["kid"], bound_to=bound_to)
+
+    # --- the checks, in order --------------------------------------------------------------
+
+    def _parse(self, token: str) -> jws.CompactSignature:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken(
+                Reason.MALFORMED, f"the token must be a compact JWS of at most {MAX_TOKEN_BYTES} B"
+            )
+        try:
+            signed = jws.extract_compact(token.encode("ascii"), registry=self._registry)
+        except (JoseError, ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise InvalidToken(Reason.MALFORMED, "the token is not a compact JWS") from exc
+        header = signed.headers()
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidToken(
+                Reason.WRONG_TYPE, "the token is not a JWT access token (typ must be at+jwt)"
+            )
+        if header.get("alg") not in self._algorithms:
+            raise InvalidToken(
+                Reason.ALGORITHM_NOT_ALLOWED,
+                f"the token's alg is not one of {', '.join(self._algorithms)}",
+            )
+        return signed
+
+    async def _key(self, header: Mapping[str, Any]) -> Key:
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken(Reason.MALFORMED, "the token has no kid header")
+        key = await self._keys.key(kid)
+        if key is None:
+            raise InvalidToken(
+                Reason.UNKNOWN_KEY,
+                f"no key {kid} is published at {self._keys.source.name}; the token is forged, "
+                "from another issuer, or signed by a key retired long ago",
+            )
+        return key
+
+    def _check_signature(self, signed: jws.CompactSignature, key: Key) -> None:
+        try:
+            valid = jws.validate_compact(signed, key, registry=self._registry)
+        except JoseError as exc:
+            # e.g. an ES256 header naming an Ed25519 key: the key does not fit the algorithm
+            raise InvalidToken(
+                Reason.BAD_SIGNATURE, "the key does not fit the token's alg"
+            ) from exc
+        if not valid:
+            raise InvalidToken(Reason.BAD_SIGNATURE, "the token's signature does not verify")
+
+    def _payload(self, signed: jws.CompactSignature) -> dict[str, Any]:
+        try:
+            claims = json.loads(signed.payload)
+        except (ValueError, TypeError) as exc:
+            raise InvalidToken(Reason.MALFORMED, "the token's payload is not JSON") from exc
+        if not isinstance(claims, dict):
+            raise InvalidToken(Reason.MALFORMED, "the token's payload is not a JSON object")
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        try:
+            self._claims.validate(claims)
+        except MissingClaimError as exc:
+            raise InvalidToken(
+                Reason.MISSING_CLAIM, f"the token lacks required claims ({exc.claim})"
+            ) from exc
+        except ExpiredTokenError as exc:
+            raise InvalidToken(Reason.EXPIRED, "the token has expired") from exc
+        except ClaimError as exc:
+            raise _claim_error(exc.claim, self._issuer, self._audiences) from exc
+        for name in ("sub", "client_id", "jti"):
+            if not isinstance(claims[name], str):
+                raise InvalidToken(Reason.INVALID_CLAIM, f"the token's {name} is not a string")
+        scope, task, txn = claims.get("scope", ""), claims.get("task", {}), claims.get("txn", "")
+        if not isinstance(scope, str) or not isinstance(task, dict) or not isinstance(txn, str):
+            raise InvalidToken(Reason.INVALID_CLAIM, "the token's scope, task or txn is malformed")
+
+    def _check_binding(
+        self, claims: Mapping[str, Any], peer_certificate: PeerCertificate | None
+    ) -> str | None:
+        cnf = claims.get("cnf")
+        if cnf is None:
+            if self._require_binding:
+                raise InvalidToken(
+                    Reason.NOT_BOUND,
+                    "the token is a bearer token (not bound to a client certificate) and this "
+                    "verifier requires bound tokens; pass require_binding=False to accept them",
+                )
+            return None
+        expected = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        if not isinstance(expected, str) or not expected:
+            raise InvalidToken(
+                Reason.CERTIFICATE_MISMATCH, "the token's cnf has no x5t#S256 (RFC 8705) binding"
+            )
+        if peer_certificate is None:
+            raise InvalidToken(
+                Reason.CERTIFICATE_REQUIRED,
+                "the token is bound to a client certificate: pass the certificate the caller "
+                "presented on its mTLS connection as peer_certificate",
+            )
+        if not hmac.compare_digest(certificate_thumbprint(peer_certificate), expected):
+            raise InvalidToken(
+                Reason.CERTIFICATE_MISMATCH,
+                "the token is bound to another client certificate than the caller's: it was "
+                "replayed by another workload, or the caller's certificate rotated (re-exchange)",
+            )
+        return expected
+
+    def _now(self) -> int:
+        return int(self._clock.now().timestamp())
+
+
+def _claim_error(claim: str, issuer: str, audiences: tuple[str, ...]) -> InvalidToken:
+    if claim == "iss":
+        return InvalidToken(Reason.WRONG_ISSUER, f"the token was not issued by {issuer}")
+    if claim == "aud":
+        return InvalidToken(
+            Reason.WRONG_AUDIENCE, f"the token is not for this audience ({', '.join(audiences)})"
+        )
+    if claim == "nbf":
+        return InvalidToken(Reason.NOT_YET_VALID, "the token is not valid yet (nbf)")
+    if claim == "iat":
+        return InvalidToken(Reason.NOT_YET_VALID, "the token was issued in the future (iat)")
+    return InvalidToken(Reason.INVALID_CLAIM, f"the token's {claim} claim is malformed")
+
+
+def _credential(claims: dict[str, Any], *, kid: str, bound_to: str | None) -> VerifiedCredential:
+    aud = claims["aud"]
+    return VerifiedCredential(
+        subject=claims["sub"],
+        client_id=claims["client_id"],
+        audience=(aud,) if isinstance(aud, str) else tuple(aud),
+        scopes=tuple(claims.get("scope", "").split()),
+        jti=claims["jti"],
+        task_id=claims.get("txn", ""),
+        issued_at=dt.datetime.fromtimestamp(claims["iat"], dt.UTC),
+        expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+        kid=kid,
+        bound_to=bound_to,
+        task=dict(claims.get("task", {})),
+        claims=claims,
+    )
