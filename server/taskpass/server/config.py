@@ -84,6 +84,20 @@ class ApprovalsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationConfig:
+    queue_size: int = 1024
+    """Events a Watch subscriber may fall behind before its stream is ended with a resume seq."""
+    heartbeat_interval: dt.timedelta = dt.timedelta(seconds=5)
+    """How often an idle Watch stream gets a heartbeat carrying its seq."""
+    poll_interval: dt.timedelta = dt.timedelta(seconds=1)
+    """The fan-out's safety re-read of the event log when no commit woke it."""
+    stuck_grace: dt.timedelta = dt.timedelta(seconds=30)
+    """How long a stream ended for falling behind may take to read its end before it is cut."""
+    bans_refresh_interval: dt.timedelta = dt.timedelta(seconds=5)
+    """How often the in-memory ban list is re-read (bans made through another replica)."""
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerConfig:
     issuer: str
     """The `iss` of every credential and SET; also the OAuth metadata issuer."""
@@ -113,6 +127,7 @@ class ServerConfig:
     dev_mode: bool = False
     """Dev mode accepts unsigned policy and says so loudly at startup. Never in production."""
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
+    revocation: RevocationConfig = field(default_factory=RevocationConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -275,6 +290,23 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         raise ConfigError("config: approvals.ttl_seconds must be greater than zero")
     approvals_t.finish()
 
+    revocation_t = root.table("revocation")
+
+    def positive(key: str, default: float) -> dt.timedelta:
+        value = revocation_t.duration(key, default)
+        if value <= dt.timedelta(0):
+            raise ConfigError(f"config: revocation.{key} must be greater than zero")
+        return value
+
+    revocation = RevocationConfig(
+        queue_size=revocation_t.integer("queue_size", 1024),
+        heartbeat_interval=positive("heartbeat_seconds", 5),
+        poll_interval=positive("poll_seconds", 1),
+        stuck_grace=positive("stuck_grace_seconds", 30),
+        bans_refresh_interval=positive("bans_refresh_seconds", 5),
+    )
+    revocation_t.finish()
+
     issuer_t = root.table("issuer")
     algorithm = _ALGORITHMS.get(issuer_t.string("algorithm", "ES256"))
     if algorithm is None:
@@ -307,6 +339,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         groups=groups,
         dev_mode=dev_mode,
         approvals=ApprovalsConfig(ttl=ttl),
+        revocation=revocation,
     )
 
 
