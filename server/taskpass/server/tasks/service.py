@@ -6,12 +6,21 @@ attested the workload, and errors are taskpass errors.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from taskpass.server.approvals.service import Approvals
 from taskpass.server.clock import Clock
-from taskpass.server.errors import ApprovalRequired, NotFound, PolicyDenied
+from taskpass.server.errors import (
+    ApprovalRequired,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PolicyDenied,
+)
 from taskpass.server.identity.workload import Workload
 from taskpass.server.issuer.tokens import IssuedCredential, TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
@@ -19,7 +28,13 @@ from taskpass.server.policy.decision import Decision, Outcome
 from taskpass.server.policy.engine import PolicyEngine
 from taskpass.server.policy.request import PolicyRequest
 from taskpass.server.store.base import Store
-from taskpass.server.store.records import AuditEntry, CredentialRecord, TaskRecord
+from taskpass.server.store.records import (
+    ApprovalRecord,
+    ApprovalState,
+    AuditEntry,
+    CredentialRecord,
+    TaskRecord,
+)
 from taskpass.server.tasks.descriptor import TaskDescriptor
 
 
@@ -37,11 +52,15 @@ class StaticPolicy:
         return self._engine
 
 
+MAX_APPROVAL_WAIT = dt.timedelta(hours=1)
+
+
 @dataclass(frozen=True, slots=True)
 class Exchanged:
     credential: IssuedCredential
     decision: Decision
     decision_id: str
+    approval_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,20 @@ def new_decision_id() -> str:
     return "dec_" + secrets.token_urlsafe(12)
 
 
+def _decision_audit(
+    decision_id: str, workload: Workload, task: TaskDescriptor, decision: Decision
+) -> dict[str, object]:
+    return {
+        "decision_id": decision_id,
+        "workload": _workload_audit(workload),
+        "task": task.as_dict(),
+        "outcome": decision.outcome.value,
+        "policy_version": decision.policy_version,
+        "matched_rules": list(decision.matched_rules),
+        "reason": decision.reason,
+    }
+
+
 class TaskService:
     def __init__(
         self,
@@ -73,46 +106,158 @@ class TaskService:
         verifier: TokenVerifier,
         store: Store,
         clock: Clock,
+        approvals: Approvals | None = None,
     ) -> None:
+        """Without `approvals`, a pending decision is answered ApprovalRequired with no
+        approval id and nothing to wait for (tests of the exchange alone)."""
         self._policy = policy
         self._issuer = issuer
         self._verifier = verifier
         self._store = store
         self._clock = clock
+        self._approvals = approvals
 
-    async def exchange(self, workload: Workload, task: TaskDescriptor) -> Exchanged:
-        """Decide, and on allow sign a credential and make it durable before returning it."""
+    async def exchange(
+        self,
+        workload: Workload,
+        task: TaskDescriptor,
+        *,
+        wait_for_approval: dt.timedelta | None = None,
+    ) -> Exchanged:
+        """Decide, and on allow sign a credential and make it durable before returning it.
+
+        A pending decision becomes an approval request (or finds the one asked for before);
+        with `wait_for_approval` the call waits up to that long for an approver, and completes
+        as soon as one decides. An approved request is used once, for this exact task.
+        """
+        if wait_for_approval is not None and not (
+            dt.timedelta(0) <= wait_for_approval <= MAX_APPROVAL_WAIT
+        ):
+            raise InvalidRequest(
+                "wait_for_approval_seconds",
+                f"must be at most {int(MAX_APPROVAL_WAIT.total_seconds())}",
+            )
         now = self._clock.now()
         decision = self._policy.current().decide(
             PolicyRequest(workload=workload, task=task, now=now)
         )
         decision_id = new_decision_id()
-        decided = {
-            "decision_id": decision_id,
-            "workload": _workload_audit(workload),
-            "task": task.as_dict(),
-            "outcome": decision.outcome.value,
-            "policy_version": decision.policy_version,
-            "matched_rules": list(decision.matched_rules),
-            "reason": decision.reason,
-        }
-        if decision.outcome is not Outcome.ALLOW:
-            await self._store.audit.append(
-                AuditEntry(kind="decision", actor=workload.id, at=now, payload=decided)
+        decided = _decision_audit(decision_id, workload, task, decision)
+        if decision.outcome is Outcome.ALLOW:
+            return await self._issue(workload, task, decision, decision_id, decided, now=now)
+
+        approval = None
+        if decision.outcome is Outcome.PENDING_APPROVAL and self._approvals is not None:
+            await self._check_task_can_be_issued(workload, task)
+            approval = await self._approvals.request(workload, task, decision, decision_id)
+            decided["approval_id"] = approval.approval_id
+        await self._store.audit.append(
+            AuditEntry(kind="decision", actor=workload.id, at=now, payload=decided)
+        )
+        if decision.outcome is Outcome.DENY:
+            raise PolicyDenied(
+                decision.reason or "denied by policy",
+                decision_id=decision_id,
+                matched_rules=decision.matched_rules,
             )
-            if decision.outcome is Outcome.DENY:
-                raise PolicyDenied(
-                    decision.reason or "denied by policy",
-                    decision_id=decision_id,
-                    matched_rules=decision.matched_rules,
-                )
+        if approval is None:
             raise ApprovalRequired(
                 decision_id=decision_id,
                 rules=decision.approval_rules,
                 approver_groups=decision.approver_groups,
             )
+        return await self._exchange_approved(
+            workload, task, decision, decision_id, approval, wait_for_approval
+        )
 
-        credential = self._issuer.issue(workload=workload, task=task, decision=decision)
+    async def _exchange_approved(
+        self,
+        workload: Workload,
+        task: TaskDescriptor,
+        decision: Decision,
+        decision_id: str,
+        approval: ApprovalRecord,
+        wait: dt.timedelta | None,
+    ) -> Exchanged:
+        """Wait for the approval if asked, then use it once for this task."""
+        assert self._approvals is not None
+        if wait and approval.effective_state(self._clock.now()) is ApprovalState.PENDING:
+            approval = await self._approvals.wait(approval.approval_id, wait)
+        state = approval.effective_state(self._clock.now())
+        if state is ApprovalState.DENIED:
+            raise PermissionDenied(
+                f"approval {approval.approval_id} for this task was denied by "
+                f"{approval.decided_by}: {approval.reason} (a denial is final for this task; "
+                "a new task needs a new task_id)",
+                details={"approval_id": approval.approval_id, "decision_id": decision_id},
+            )
+        if state is not ApprovalState.APPROVED:
+            raise ApprovalRequired(
+                decision_id=decision_id,
+                rules=decision.approval_rules,
+                approver_groups=decision.approver_groups,
+                approval_id=approval.approval_id,
+            )
+        now = self._clock.now()
+        regranted = self._policy.current().decide(
+            PolicyRequest(
+                workload=workload,
+                task=task,
+                now=now,
+                satisfied_approvals=frozenset(approval.rules),
+            )
+        )
+        if regranted.outcome is Outcome.DENY:
+            raise PolicyDenied(
+                regranted.reason or "denied by policy",
+                decision_id=decision_id,
+                matched_rules=regranted.matched_rules,
+            )
+        consumed, regranted = await self._approvals.consume(
+            approval, workload, task, regranted, decision_id
+        )
+        decided = _decision_audit(decision_id, workload, task, regranted)
+        decided["approval_id"] = consumed.approval_id
+        decided["approved_by"] = consumed.decided_by
+        return await self._issue(
+            workload,
+            task,
+            regranted,
+            decision_id,
+            decided,
+            now=now,
+            approval_id=consumed.approval_id,
+        )
+
+    async def _check_task_can_be_issued(self, workload: Workload, task: TaskDescriptor) -> None:
+        """Refuse before any approver is asked what could never be issued afterwards."""
+        known = await self._store.credentials.get_task(workload.id, task.task_id)
+        if known is None:
+            return
+        if known.digest != task.digest():
+            raise Conflict(
+                f"task_id already used for a different task ({task.task_id!r}): "
+                "use a new task_id for a new task"
+            )
+        if known.completed_at is not None:
+            raise Conflict(
+                f"task already completed ({task.task_id!r}): start a new task with a new task_id"
+            )
+
+    async def _issue(
+        self,
+        workload: Workload,
+        task: TaskDescriptor,
+        decision: Decision,
+        decision_id: str,
+        decided: dict[str, object],
+        *,
+        now: dt.datetime,
+        approval_id: str | None = None,
+    ) -> Exchanged:
+        credential = self._issuer.issue(
+            workload=workload, task=task, decision=decision, approval_id=approval_id
+        )
         record = CredentialRecord(
             jti=credential.jti,
             requester=workload.id,
@@ -124,7 +269,7 @@ class TaskService:
             policy_version=decision.policy_version,
             kid=credential.kid,
             cert_thumbprint=workload.cert_thumbprint,
-            approval_id=None,
+            approval_id=approval_id,
             parent_jti=None,
             revoked_at=None,
             revoke_reason="",
@@ -142,7 +287,12 @@ class TaskService:
             credential=record,
             audit=AuditEntry(kind="issuance", actor=workload.id, at=now, payload=issued),
         )
-        return Exchanged(credential=credential, decision=decision, decision_id=decision_id)
+        return Exchanged(
+            credential=credential,
+            decision=decision,
+            decision_id=decision_id,
+            approval_id=approval_id,
+        )
 
     async def complete(self, workload: Workload, task_id: str) -> list[str]:
         """End the requester's task: every credential of it is revoked. Returns the revoked jtis."""
