@@ -19,6 +19,9 @@ ISSUER = "https://taskpass.test"
 BILLING_BOT = f"spiffe://{EXAMPLE}/agents/billing-bot"
 REPORT_BOT = f"spiffe://{EXAMPLE}/agents/report-bot"
 LEGACY_DNS = "batch.legacy.internal"
+ADMIN = f"spiffe://{EXAMPLE}/security/admin"
+SIDECAR = f"spiffe://{EXAMPLE}/sidecars/payments-sidecar"
+REVOCATION_QUEUE = 32  # small, so a subscriber that never reads overflows after a few events
 
 
 def live_pki() -> TestPki:
@@ -99,6 +102,18 @@ file = "{POLICY}"
 
 [issuer]
 issuer = "{ISSUER}"
+
+[groups]
+admins = ["{ADMIN}"]
+subscribers = ["spiffe://{EXAMPLE}/sidecars/*", "{ADMIN}"]
+orchestrators = ["spiffe://{EXAMPLE}/orchestrators/*"]
+security-approvers = ["spiffe://{EXAMPLE}/humans/approvers/*"]
+auditors = ["{ADMIN}"]
+
+[revocation]
+queue_size = {REVOCATION_QUEUE}
+heartbeat_seconds = 0.5
+stuck_grace_seconds = 2
 """
     return parse_config(text, base_dir=directory)
 

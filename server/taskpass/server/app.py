@@ -24,9 +24,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taskpass.server.api import credential_servicer
+from taskpass.server.api import credential_servicer, revocation_servicer
 from taskpass.server.api.authz import PUBLIC, Access, AuthorizationInterceptor
 from taskpass.server.api.credential_servicer import CredentialServicer
+from taskpass.server.api.revocation_servicer import RevocationServicer
 from taskpass.server.clock import Clock, SystemClock
 from taskpass.server.config import ServerConfig
 from taskpass.server.errors import ConfigError
@@ -43,7 +44,11 @@ from taskpass.server.issuer.metadata import authorization_server_metadata
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.engine import PolicyEngine
-from taskpass.server.store.base import Store
+from taskpass.server.revocation.bans import BanList
+from taskpass.server.revocation.events import EventSigner
+from taskpass.server.revocation.hub import HubSettings, RevocationHub
+from taskpass.server.revocation.service import RevocationService
+from taskpass.server.store.base import EventNotifier, Store
 from taskpass.server.store.factory import open_store
 from taskpass.server.store.records import AuditEntry
 from taskpass.server.tasks.service import PolicySource, StaticPolicy, TaskService
@@ -56,6 +61,7 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: of them is denied (see api/authz.py).
 AUTHORIZATION: dict[str, Access] = {
     **credential_servicer.AUTHORIZATION,
+    **revocation_servicer.AUTHORIZATION,
     f"/{HEALTH_SERVICE}/Check": PUBLIC,
     f"/{HEALTH_SERVICE}/Watch": PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
@@ -81,6 +87,7 @@ class Components:
     issuer: TokenIssuer
     store: Store
     tasks: TaskService
+    revocations: RevocationService
 
 
 def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Attestor:
@@ -101,6 +108,30 @@ def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Atte
     )
 
 
+async def _revocations(
+    config: ServerConfig, store: Store, issuer: TokenIssuer, keys: KeyRing, clock: Clock
+) -> RevocationService:
+    r = config.revocation
+    hub = RevocationHub(
+        log=store.revocations,
+        clock=clock,
+        settings=HubSettings(
+            queue_size=r.queue_size,
+            heartbeat_interval=r.heartbeat_interval,
+            poll_interval=r.poll_interval,
+            stuck_grace=r.stuck_grace,
+        ),
+    )
+    await hub.start()
+    return RevocationService(
+        store=store,
+        signer=EventSigner(issuer=issuer, keys=keys, clock=clock),
+        hub=hub,
+        bans=BanList(await store.bans.list_bans()),
+        clock=clock,
+    )
+
+
 async def build_components(config: ServerConfig, clock: Clock) -> Components:
     bundles = TrustBundles({td.name: list(td.bundle_files) for td in config.trust_domains})
     policy = StaticPolicy(PolicyEngine.from_file(config.policy.file))
@@ -111,6 +142,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(config.store.dsn)
     await store.open()
+    revocations = await _revocations(config, store, issuer, keys, clock)
     tasks = TaskService(
         policy=policy,
         issuer=issuer,
@@ -129,12 +161,14 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         issuer=issuer,
         store=store,
         tasks=tasks,
+        revocations=revocations,
     )
 
 
 def build_servicers(c: Components) -> list[Servicer]:
     return [
         CredentialServicer(tasks=c.tasks, jwks_json=c.keys.jwks_json),
+        RevocationServicer(revocations=c.revocations),
     ]
 
 
@@ -263,6 +297,11 @@ class TaskpassServer:
             )
             self._http, self.ports.http = await start_http(http_app, listen.http_address)
         self.spawn(self._reload_bundles())
+        revocations = c.revocations
+        self.spawn(revocations.hub.run())
+        self.spawn(revocations.keep_bans_fresh(c.config.revocation.bans_refresh_interval))
+        if isinstance(c.store, EventNotifier):  # other replicas' commits wake the fan-out too
+            self.spawn(c.store.listen(revocations.hub.notify))
 
     def _metadata(self) -> dict[str, Any]:
         issuer = self.config.issuer.issuer.rstrip("/")
