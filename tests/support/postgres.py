@@ -75,3 +75,13 @@ async def fresh_schema() -> AsyncIterator[str]:
             await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(dsn: str) -> AsyncIterator[Any]:
+    """A plain asyncpg connection to `dsn`, as an operator (or an attacker) could open."""
+    conn = await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT_S)
+    try:
+        yield conn
+    finally:
+        await conn.close()

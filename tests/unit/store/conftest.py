@@ -48,6 +48,13 @@ async def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[s
 
 
 @pytest.fixture
+async def pg_dsn() -> AsyncIterator[str]:
+    """For PostgreSQL-only tests: the DSN of a fresh schema (see tests/support/postgres.py)."""
+    async with fresh_schema() as value:
+        yield value
+
+
+@pytest.fixture
 def make_store(dsn: str) -> StoreMaker:
     """A new, unopened handle on the test's database (to close and reopen it)."""
     return lambda: open_store(dsn)

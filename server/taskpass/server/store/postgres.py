@@ -115,7 +115,8 @@ def _covering(event: NewRevocation, revoked: Iterable[CredentialRecord]) -> NewR
     return dataclasses.replace(event, expires_at=latest)
 
 
-async def _init_connection(conn: Any) -> None:
+async def prepare_connection(conn: Any) -> None:
+    """Run on every new pooled connection."""
     # Durable before reply: a server configured with synchronous_commit=off would acknowledge
     # commits it can still lose, so taskpass sessions turn it back on.
     if await conn.fetchval("SHOW synchronous_commit") == "off":
@@ -250,13 +251,23 @@ class PostgresAudit:
 
 
 class PostgresStore:
-    """The Store on a PostgreSQL database. Any number of replicas may open the same one."""
+    """The Store on a PostgreSQL database. Any number of replicas may open the same one.
+
+    max_batch: the most queued writes committed in one transaction.
+    events_channel: the NOTIFY channel; every replica of one deployment must use the same.
+    pool_min_size, pool_max_size: connections kept / allowed (one writes, the others read).
+    connect_timeout: how long to wait for a new connection before failing as Unavailable.
+    command_timeout: the longest one statement (including waiting for the write lock) may take.
+    listen_backoff: waits between attempts to re-make a lost LISTEN connection.
+    listen_ping_interval: how often an idle LISTEN connection is checked to be alive.
+    """
 
     def __init__(
         self,
         dsn: str,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        events_channel: str = EVENTS_CHANNEL,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         connect_timeout: dt.timedelta = DEFAULT_CONNECT_TIMEOUT,
@@ -272,7 +283,8 @@ class PostgresStore:
         self._command_s = command_timeout.total_seconds()
         self._listen_backoff = listen_backoff
         self._listen_ping = listen_ping_interval
-        self._writer = PgBatchWriter(max_batch=max_batch)
+        self._writer = PgBatchWriter(max_batch=max_batch, channel=events_channel)
+        self._channel = events_channel
         self._reader = PgReader()
         self._credentials = PostgresCredentials(self._writer, self._reader)
         self._revocations = PostgresRevocations(self._reader)
@@ -351,7 +363,7 @@ class PostgresStore:
                 max_size=max_size,
                 timeout=self._connect_s,
                 command_timeout=self._command_s,
-                init=_init_connection,
+                init=prepare_connection,
             )
         except (*DRIVER_ERRORS, ValueError) as exc:
             raise startup_error(exc, doing="connect to PostgreSQL") from exc
@@ -386,7 +398,7 @@ class PostgresStore:
             raise Unavailable("store is closed")
         listener = EventListener(
             self._connect,
-            channel=EVENTS_CHANNEL,
+            channel=self._channel,
             backoff=self._listen_backoff,
             ping_interval=self._listen_ping,
         )

@@ -38,6 +38,9 @@ DISCONNECTED = (
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    # What asyncpg raises on a pooled connection the server has just terminated (it got the
+    # FATAL message but not yet the close): the connection is unusable, not the statement.
+    asyncpg.InternalClientError,
 )
 """Errors of the connection itself (refused, dropped, timed out), not of a statement."""
 

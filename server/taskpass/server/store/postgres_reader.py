@@ -22,9 +22,11 @@ class PgReader:
                 rows: list[Any] = await pool.fetch(sql, *args)
                 return rows
             except DISCONNECTED as exc:
-                # A pooled connection can be dead (server restarted): a read is safe to retry.
+                # A pooled connection can be dead (server restarted), and then so are its
+                # siblings: expire them all; a read is safe to retry.
                 if attempt == 2:
                     raise store_error(exc, write=False) from exc
+                await pool.expire_connections()
             except Exception as exc:
                 error = store_error(exc, write=False)
                 if error is exc:

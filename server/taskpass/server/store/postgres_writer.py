@@ -46,7 +46,9 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 256
 WRITE_LOCK = 0x74707772  # "tpwr"; see postgres_schema.MIGRATION_LOCK
 EVENTS_CHANNEL = "taskpass_events"
-"""NOTIFY channel: the payload is the newest event seq; listeners re-read the table."""
+"""The default NOTIFY channel: the payload is the newest event seq; listeners re-read the table.
+Channels are database-wide: deployments sharing a database in different schemas should each
+use their own (they would only cost each other spurious re-reads)."""
 
 _LOCK = f"SELECT pg_advisory_xact_lock($1, {SCHEMA_KEY})"
 _HEADS = """
@@ -146,10 +148,13 @@ class _NotCommitted(Exception):
 
 
 class PgBatchWriter:
-    def __init__(self, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self, *, max_batch: int = DEFAULT_MAX_BATCH, channel: str = EVENTS_CHANNEL
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._max_batch = max_batch
+        self._channel = channel
         self._queue: collections.deque[_Op[Any]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._pool: Any = None
@@ -233,12 +238,13 @@ class PgBatchWriter:
                     op.future.set_exception(error)
 
     async def _apply_with_retry(self, batch: list[_Op[Any]]) -> list[_Outcome]:
-        # A pooled connection can be dead (the server restarted, a replica's TCP path broke);
-        # one retry on a fresh connection hides that. Only when COMMIT was never sent.
+        # A pooled connection can be dead (the server restarted, a replica's TCP path broke),
+        # and then so are its siblings: expire them all and retry once on a fresh connection.
+        # Only when COMMIT was never sent, so nothing can be written twice.
         try:
             return await self._apply(batch)
         except _NotCommitted:
-            pass
+            await self._pool.expire_connections()
         try:
             return await self._apply(batch)
         except _NotCommitted as exc:
@@ -283,7 +289,7 @@ class PgBatchWriter:
                 heads, announce = tx.heads, announce or tx.announced
                 outcomes.append((value, None))
             if announce:
-                await conn.execute(_NOTIFY, EVENTS_CHANNEL, str(heads.event_seq))
+                await conn.execute(_NOTIFY, self._channel, str(heads.event_seq))
             committing = True
             await transaction.commit()
         except BaseException as exc:
