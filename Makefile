@@ -39,8 +39,9 @@ proto: setup
 proto-check: setup
 	$(BIN)/python proto/generate.py --check
 
+# `make bench BENCH_ARGS=--quick` for a smoke run; `python -m bench --help` lists the flags.
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

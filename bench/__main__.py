@@ -1,0 +1,201 @@
+"""`python -m bench` (`make bench`): run every benchmark, write results.json + a PNG, print a table.
+
+python -m bench                  # the full run (about 4 minutes on a 2-core machine)
+python -m bench --quick          # a smoke run (under a minute): fewer levels, short windows
+python -m bench --history 0      # skip the large-history run
+python -m bench --cprofile bench/exchange.prof   # profile the exchange server process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import environment, history, micro, report
+from bench.processes import ServerProcess, load
+
+HERE = Path(__file__).resolve().parent
+FIELDS = ("throughput", "p50_ms", "p90_ms", "p99_ms")
+
+
+def _levels(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short windows, 2 levels, 100k history")
+    p.add_argument("--levels", type=_levels, help="concurrency levels (default 1,4,16,64)")
+    p.add_argument("--ratio-levels", type=_levels, default=[16, 64], help="levels judged")
+    p.add_argument("--duration", type=float, help="measured seconds per run (default 4)")
+    p.add_argument("--warmup", type=float, help="discarded seconds per run (default 1)")
+    p.add_argument("--repeats", type=int, help="runs per level and side; medians (default 2)")
+    p.add_argument("--channels", type=int, default=4, help="connections per load generator")
+    p.add_argument(
+        "--history",
+        type=int,
+        help="credentials stored before the history run (default 1,000,000; 0 skips it)",
+    )
+    p.add_argument("--skip-micro", action="store_true", help="skip policy/verification figures")
+    p.add_argument("--out", type=Path, default=HERE / "results.json")
+    p.add_argument("--plot", type=Path, default=HERE / "results.png")
+    p.add_argument("--cprofile", type=Path, help="cProfile the exchange server into this file")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    return {
+        "levels": args.levels or ([16, 64] if quick else [1, 4, 16, 64]),
+        "ratio_levels": args.ratio_levels,
+        "duration_s": args.duration or (2.0 if quick else 4.0),
+        "warmup_s": args.warmup if args.warmup is not None else (0.5 if quick else 1.0),
+        "repeats": args.repeats or (1 if quick else 2),
+        "channels": args.channels,
+        "history_credentials": (
+            args.history if args.history is not None else (100_000 if quick else 1_000_000)
+        ),
+        "micro_calls": 5_000 if quick else 20_000,
+    }
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {f: statistics.median(r[f] for r in runs) for f in FIELDS}
+    merged["calls"] = sum(r["calls"] for r in runs)
+    errors: dict[str, int] = {}
+    for r in runs:
+        for code, count in r["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    merged["errors"] = errors
+    merged["runs"] = [{f: r[f] for f in FIELDS} for r in runs]
+    return merged
+
+
+def _load_points(
+    echo: ServerProcess,
+    exchange: ServerProcess,
+    client: environment.ClientFiles,
+    settings: dict[str, Any],
+    levels: list[int],
+    tag: str,
+) -> list[dict[str, Any]]:
+    points = []
+    for concurrency in levels:
+        runs: dict[str, list[dict[str, Any]]] = {"echo": [], "exchange": []}
+        for repeat in range(settings["repeats"]):
+            # Alternate the two sides so drift on a shared machine hits both alike.
+            for method, server in (("echo", echo), ("exchange", exchange)):
+                result = load(
+                    port=server.port,
+                    client=client,
+                    method=method,
+                    concurrency=concurrency,
+                    channels=settings["channels"],
+                    duration=settings["duration_s"],
+                    warmup=settings["warmup_s"],
+                    prefix=f"{tag}-c{concurrency}-r{repeat}",
+                )
+                if method == "exchange" and result["credential_issued"] is not True:
+                    raise RuntimeError(f"the exchange issued no credential: {result}")
+                runs[method].append(result)
+        point = report.point(concurrency, _median(runs["echo"]), _median(runs["exchange"]))
+        print(
+            f"  [{tag}] c={concurrency}: echo {point['echo']['throughput']:.0f}/s, exchange "
+            f"{point['exchange']['throughput']:.0f}/s, ratio {point['throughput_ratio']:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        points.append(point)
+    return points
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    settings = _settings(args)
+    work = Path(tempfile.mkdtemp(prefix="taskpass-bench-"))
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "settings": settings,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        deployment = environment.create(work, ("fresh", "history"))
+        if not args.skip_micro:
+            print("micro: policy decisions, offline verification", file=sys.stderr, flush=True)
+            calls = settings["micro_calls"]
+            results["policy"] = [micro.policy_decisions(n, calls) for n in (10, 100)]
+            results["verify"] = micro.verifications(work / "verify-keys", calls // 4)
+
+        print("load: echo vs exchange, empty store", file=sys.stderr, flush=True)
+        profile = ("--cprofile", str(args.cprofile.resolve())) if args.cprofile else ()
+        with (
+            ServerProcess(
+                "bench.serve_echo", deployment.config("fresh"), work / "echo.log"
+            ) as echo,
+            ServerProcess(
+                "bench.serve_taskpass", deployment.config("fresh"), work / "fresh.log", *profile
+            ) as exchange,
+        ):
+            results["exchange"] = _load_points(
+                echo, exchange, deployment.client, settings, settings["levels"], "fresh"
+            )
+        results["writer"] = exchange.final
+
+        count = settings["history_credentials"]
+        results["history"] = None
+        if count > 0:
+            print(f"history: storing {count:,} credentials", file=sys.stderr, flush=True)
+            fill_seconds = history.fill(deployment.database("history"), count)
+            with (
+                ServerProcess(
+                    "bench.serve_echo", deployment.config("history"), work / "echo.log"
+                ) as echo,
+                ServerProcess(
+                    "bench.serve_taskpass", deployment.config("history"), work / "history.log"
+                ) as exchange,
+            ):
+                points = _load_points(
+                    echo, exchange, deployment.client, settings, settings["ratio_levels"], "hist"
+                )
+            results["history"] = {
+                "credentials": count,
+                "fill_seconds": fill_seconds,
+                "points": points,
+            }
+    finally:
+        if args.keep:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    began = time.perf_counter()
+    results = run(args)
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    from bench.plot import latency_plot  # matplotlib is slow to import; only when needed
+
+    latency_plot(results, args.plot)
+    print(report.table(results))
+    print(f"\n{args.out} and {args.plot} written in {results['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""In-process figures: policy decisions per second, offline verifications per second.
+
+Both are measured in this process, per call, against targets in DESIGN.md ("Performance
+targets": under 30 us p50 per decision with 100 rules; over 10,000 verifications/s/core).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
+
+from bench.environment import AGENT, AUDIENCE, ISSUER
+from taskpass.server.clock import SystemClock
+from taskpass.server.identity.workload import AttestationMethod, Workload
+from taskpass.server.issuer.keys import KeyRing
+from taskpass.server.issuer.tokens import TokenIssuer
+from taskpass.server.policy.decision import Outcome
+from taskpass.server.policy.engine import PolicyEngine
+from taskpass.server.policy.request import PolicyRequest
+from taskpass.server.tasks.descriptor import Sensitivity, TaskDescriptor
+
+
+def policy_yaml(rules: int) -> bytes:
+    """A document of `rules` rules shaped like a real one: a few denies and caps, many grants
+    over several audiences, a quarter on the audience the benchmark asks for, most with a CEL
+    condition. The request matches only the last grant."""
+    lines = ['version: "bench"', "rules:"]
+    fixed = [
+        "  - {id: deny.delete, effect: deny, actions: [delete]}",
+        "  - id: deny.agents.restricted\n    effect: deny\n"
+        '    workload: "spiffe://example.org/agents/*"\n    when: task.sensitivity >= restricted',
+        '  - id: cap.prod\n    effect: cap\n    when: task.environment == "prod"\n    max_ttl: 5m',
+    ]
+    lines += fixed
+    for k in range(rules - len(fixed) - 1):
+        audience = AUDIENCE if k % 4 == 0 else f"api-{k % 7}"
+        lines.append(
+            f"  - id: grant.{k}\n    effect: grant\n"
+            f'    workload: "spiffe://example.org/agents/bot-{k}"\n'
+            f"    audience: {audience}\n    actions: [read, write]\n"
+            f'    when: task.sensitivity <= confidential && task.tool != "forbidden-{k}"\n'
+            f'    max_ttl: 15m\n    scopes: ["scope:{k}"]'
+        )
+    lines.append(
+        "  - id: grant.payments.read\n    effect: grant\n"
+        '    workload: "spiffe://example.org/agents/*"\n'
+        f"    audience: {AUDIENCE}\n    actions: [read]\n"
+        "    when: task.sensitivity <= confidential\n"
+        '    max_ttl: 15m\n    scopes: ["payments:read"]'
+    )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _workload(now: dt.datetime) -> Workload:
+    return Workload(
+        id=AGENT,
+        method=AttestationMethod.X509_SVID,
+        trust_domain="example.org",
+        expires_at=now + dt.timedelta(hours=1),
+        cert_thumbprint="x" * 43,
+    )
+
+
+def _task(i: int) -> TaskDescriptor:
+    return TaskDescriptor(
+        task_id=f"micro-{i}",
+        audience=AUDIENCE,
+        action="read",
+        sensitivity=Sensitivity.INTERNAL,
+        requested_ttl=dt.timedelta(minutes=5),
+        tool="bench",
+        environment="staging",
+        reason="micro benchmark",
+    )
+
+
+def _per_call(fn: Callable[[int], object], calls: int) -> dict[str, float]:
+    """Time each call; report calls per second (over the whole loop) and the p50/p99 in us."""
+    samples = []
+    began = time.perf_counter()
+    for i in range(calls):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        samples.append(time.perf_counter_ns() - t0)
+    elapsed = time.perf_counter() - began
+    samples.sort()
+    return {
+        "per_second": calls / elapsed,
+        "p50_us": statistics.median(samples) / 1000,
+        "p99_us": samples[int(len(samples) * 0.99)] / 1000,
+    }
+
+
+def policy_decisions(rules: int, calls: int) -> dict[str, float]:
+    engine = PolicyEngine.from_yaml(policy_yaml(rules), source=f"bench-{rules}")
+    now = dt.datetime.now(dt.UTC)
+    workload = _workload(now)
+    requests = [PolicyRequest(workload=workload, task=_task(i), now=now) for i in range(1000)]
+    if engine.decide(requests[0]).outcome is not Outcome.ALLOW:
+        raise RuntimeError("the benchmark policy should allow the benchmark request")
+    for request in requests:  # warm the plan caches
+        engine.decide(request)
+    result = _per_call(lambda i: engine.decide(requests[i % len(requests)]), calls)
+    return {"rules": rules, **result}
+
+
+def verifications(key_dir: Path, calls: int) -> dict[str, dict[str, float]]:
+    """Relying-party verification of issued at+jwt tokens with the published JWKS."""
+    clock = SystemClock()
+    keys = KeyRing.load_or_create(key_dir, algorithm="ES256", clock=clock)
+    issuer = TokenIssuer(issuer=ISSUER, keys=keys, clock=clock)
+    now = clock.now()
+    engine = PolicyEngine.from_yaml(policy_yaml(10), source="bench-verify")
+    workload = _workload(now)
+    tokens = []
+    for i in range(200):
+        task = _task(i)
+        decision = engine.decide(PolicyRequest(workload=workload, task=task, now=now))
+        tokens.append(issuer.issue(workload=workload, task=task, decision=decision).token)
+    jwks: dict[str, Any] = keys.jwks()
+    pyjwt_key = pyjwt.PyJWKSet.from_dict(jwks).keys[0]
+    key_set = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    claims_registry = jose_jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": ISSUER}, aud={"essential": True, "value": AUDIENCE}
+    )
+
+    def with_pyjwt(i: int) -> object:
+        return pyjwt.decode(
+            tokens[i % len(tokens)],
+            pyjwt_key,
+            algorithms=["ES256"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "jti"]},
+        )
+
+    def with_joserfc(i: int) -> object:
+        token = jose_jwt.decode(tokens[i % len(tokens)], key_set, algorithms=["ES256"])
+        claims_registry.validate(token.claims)
+        return token
+
+    return {"pyjwt": _per_call(with_pyjwt, calls), "joserfc": _per_call(with_joserfc, calls)}

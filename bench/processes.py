@@ -1,0 +1,91 @@
+"""Starting and stopping the server processes, and running the load generator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from bench.environment import ClientFiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    """`python -m <module> <config>`: waits for its {"port": ...} line; stderr goes to `log`."""
+
+    def __init__(self, module: str, config: Path, log: Path, *extra: str) -> None:
+        self._log = log.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", module, str(config), *extra],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            self._proc.wait()
+            self._log.close()
+            raise RuntimeError(f"{module} exited before serving; see {log}")
+        self.port: int = json.loads(line)["port"]
+        self.pid = self._proc.pid
+        self.final: dict[str, Any] = {}
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        out, _ = self._proc.communicate(timeout=60)
+        self._log.close()
+        lines = [line for line in out.decode().splitlines() if line.strip()]
+        if lines:
+            self.final = json.loads(lines[-1])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def load(
+    *,
+    port: int,
+    client: ClientFiles,
+    method: str,
+    concurrency: int,
+    channels: int,
+    duration: float,
+    warmup: float,
+    prefix: str,
+) -> dict[str, Any]:
+    """One load generator run in a fresh process; returns its JSON report."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        f"--target=localhost:{port}",
+        f"--ca={client.ca}",
+        f"--cert={client.cert}",
+        f"--key={client.key}",
+        f"--method={method}",
+        f"--concurrency={concurrency}",
+        f"--channels={channels}",
+        f"--duration={duration}",
+        f"--warmup={warmup}",
+        f"--prefix={prefix}",
+    ]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{done.stderr.decode()[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

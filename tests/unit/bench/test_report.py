@@ -1,0 +1,48 @@
+"""Ratios and targets of one load level, and the load generator's percentile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.loadgen import percentile
+
+
+def _side(throughput: float, p99: float) -> dict[str, Any]:
+    return {"throughput": throughput, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": p99}
+
+
+@pytest.mark.parametrize(
+    ("exchange", "meets"),
+    [
+        pytest.param(_side(750, 15.0), True, id="exactly-on-both-targets"),
+        pytest.param(_side(749, 15.0), False, id="throughput-ratio-too-low"),
+        pytest.param(_side(900, 15.1), False, id="p99-ratio-too-high"),
+    ],
+)
+def test_point_judges_exchange_against_the_echo_of_the_same_level(
+    exchange: dict[str, Any], meets: bool
+) -> None:
+    point = report.point(16, _side(1000, 10.0), exchange)
+
+    assert point["throughput_ratio"] == exchange["throughput"] / 1000
+    assert point["p99_ratio"] == exchange["p99_ms"] / 10.0
+    assert point["meets_targets"] is meets
+
+
+@pytest.mark.parametrize(
+    ("fraction", "expected"),
+    [
+        pytest.param(0.5, 50.0, id="p50"),
+        pytest.param(0.99, 99.0, id="p99"),
+        pytest.param(1.0, 100.0, id="max"),
+    ],
+)
+def test_percentile_is_nearest_rank(fraction: float, expected: float) -> None:
+    assert percentile([float(v) for v in range(1, 101)], fraction) == expected
+
+
+def test_percentile_of_nothing_is_zero() -> None:
+    assert percentile([], 0.99) == 0.0
