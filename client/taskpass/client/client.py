@@ -106,6 +106,16 @@ class TaskpassClient:
         )
         return cls(grpc.aio.secure_channel(target, creds, _options(server_name)), timeout=timeout)
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The channel, for the SDK's other service clients (revocation watcher, admin)."""
+        return self._channel
+
+    @property
+    def timeout(self) -> float:
+        """Seconds allowed per unary call."""
+        return self._timeout
+
     async def __aenter__(self) -> TaskpassClient:
         return self
 
