@@ -9,8 +9,10 @@ from pathlib import Path
 
 from taskpass.client import TaskpassClient
 from taskpass.server.app import TaskpassServer
+from taskpass.server.clock import Clock
 from taskpass.server.config import ServerConfig, parse_config
 from taskpass.server.pki.builder import Issued
+from taskpass.server.policy import signing
 from tests.support.pki import EXAMPLE, OTHER, TestPki
 
 POLICY = Path(__file__).parent / "policy.yaml"
@@ -22,6 +24,16 @@ LEGACY_DNS = "batch.legacy.internal"
 ADMIN = f"spiffe://{EXAMPLE}/security/admin"
 SIDECAR = f"spiffe://{EXAMPLE}/sidecars/payments-sidecar"
 REVOCATION_QUEUE = 32  # small, so a subscriber that never reads overflows after a few events
+APPROVAL_TTL_SECONDS = 900
+
+
+def sign_policy(document: bytes, directory: Path, key_file: Path) -> Path:
+    """Write `document` as directory/policy.yaml with its .sig made with `key_file`."""
+    policy = directory / "policy.yaml"
+    policy.write_bytes(document)
+    key = signing.load_private_key(key_file)
+    signing.signature_path(policy).write_bytes(signing.sign(document, key))
+    return policy
 
 
 def live_pki() -> TestPki:
@@ -36,6 +48,12 @@ class Harness:
     directory: Path
     server_ca: Path
     legacy_ca: Issued
+    policy_key: Path = Path()
+    """The private key of the harness's policy signer (its public key is in policy.signers)."""
+
+    @property
+    def policy_file(self) -> Path:
+        return self.server.config.policy.file
 
     @property
     def mtls_target(self) -> str:
@@ -60,8 +78,28 @@ class Harness:
         return TaskpassClient.with_jwt_svid(self.tls_target, ca=self.server_ca, token=token)
 
 
-def harness_config(directory: Path, pki: TestPki, legacy_ca: Issued) -> ServerConfig:
+def write_policy_signer(directory: Path) -> tuple[Path, Path]:
+    """A fresh policy signing key pair: (private key file, public key file)."""
+    key = signing.generate_key()
+    directory.mkdir(parents=True, exist_ok=True)
+    private, public = directory / "policy-signer.key", directory / "policy-signer.pub.pem"
+    private.write_bytes(signing.private_pem(key))
+    public.write_bytes(signing.public_pem(key))
+    return private, public
+
+
+def harness_config(
+    directory: Path,
+    pki: TestPki,
+    legacy_ca: Issued,
+    *,
+    policy: Path = POLICY,
+    approval_ttl_seconds: float = APPROVAL_TTL_SECONDS,
+) -> ServerConfig:
     bundles = pki.write_bundles(directory / "bundles")
+    # production rules: only a signed policy loads; the harness signs a copy in its directory
+    policy_key, policy_signer = write_policy_signer(directory / "policy-signer")
+    signed_policy = sign_policy(policy.read_bytes(), directory, policy_key)
     server_cert, server_key = TestPki.write_identity(directory, "server", pki.server())
     legacy_ca_file = directory / "legacy-ca.pem"
     legacy_ca_file.write_bytes(legacy_ca.pem)
@@ -98,7 +136,12 @@ dns_san = "{LEGACY_DNS}"
 identity = "legacy-batch"
 
 [policy]
-file = "{POLICY}"
+file = "{signed_policy}"
+signers = ["{policy_signer}"]
+reload_seconds = 0.2
+
+[approvals]
+ttl_seconds = {approval_ttl_seconds}
 
 [issuer]
 issuer = "{ISSUER}"
@@ -108,6 +151,7 @@ admins = ["{ADMIN}"]
 subscribers = ["spiffe://{EXAMPLE}/sidecars/*", "{ADMIN}"]
 orchestrators = ["spiffe://{EXAMPLE}/orchestrators/*"]
 security-approvers = ["spiffe://{EXAMPLE}/humans/approvers/*"]
+platform-approvers = ["spiffe://{EXAMPLE}/platform/*"]
 auditors = ["{ADMIN}"]
 
 [revocation]
@@ -118,14 +162,24 @@ stuck_grace_seconds = 2
     return parse_config(text, base_dir=directory)
 
 
-async def start_harness(directory: Path, pki: TestPki) -> Harness:
+async def start_harness(
+    directory: Path,
+    pki: TestPki,
+    *,
+    policy: Path = POLICY,
+    approval_ttl_seconds: float = APPROVAL_TTL_SECONDS,
+    clock: Clock | None = None,
+) -> Harness:
     legacy_ca = pki.ca("legacy batch CA")
-    config = harness_config(directory, pki, legacy_ca)
-    server = await TaskpassServer.start(config)
+    config = harness_config(
+        directory, pki, legacy_ca, policy=policy, approval_ttl_seconds=approval_ttl_seconds
+    )
+    server = await TaskpassServer.start(config, clock=clock)
     return Harness(
         server=server,
         pki=pki,
         directory=directory,
         server_ca=directory / "bundles" / f"{EXAMPLE}.pem",
         legacy_ca=legacy_ca,
+        policy_key=directory / "policy-signer" / "policy-signer.key",
     )

@@ -24,10 +24,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taskpass.server.api import credential_servicer, revocation_servicer
+from taskpass.server.api import (
+    admin_servicer,
+    approval_servicer,
+    credential_servicer,
+    revocation_servicer,
+)
+from taskpass.server.api.admin_servicer import AdminServicer
+from taskpass.server.api.approval_servicer import ApprovalServicer
 from taskpass.server.api.authz import PUBLIC, Access, AuthorizationInterceptor
 from taskpass.server.api.credential_servicer import CredentialServicer
 from taskpass.server.api.revocation_servicer import RevocationServicer
+from taskpass.server.approvals.service import Approvals
+from taskpass.server.audit.trail import AuditTrail
 from taskpass.server.clock import Clock, SystemClock
 from taskpass.server.config import ServerConfig
 from taskpass.server.errors import ConfigError
@@ -43,7 +52,8 @@ from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.metadata import authorization_server_metadata
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
-from taskpass.server.policy.engine import PolicyEngine
+from taskpass.server.policy.signing import PolicyVerifier
+from taskpass.server.policy.source import ReloadablePolicy
 from taskpass.server.revocation.bans import BanList
 from taskpass.server.revocation.events import EventSigner
 from taskpass.server.revocation.hub import HubSettings, RevocationHub
@@ -51,7 +61,7 @@ from taskpass.server.revocation.service import RevocationService
 from taskpass.server.store.base import EventNotifier, Store
 from taskpass.server.store.factory import open_store
 from taskpass.server.store.records import AuditEntry
-from taskpass.server.tasks.service import PolicySource, StaticPolicy, TaskService
+from taskpass.server.tasks.service import TaskService
 
 log = logging.getLogger("taskpass.server")
 
@@ -62,6 +72,8 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 AUTHORIZATION: dict[str, Access] = {
     **credential_servicer.AUTHORIZATION,
     **revocation_servicer.AUTHORIZATION,
+    **approval_servicer.AUTHORIZATION,
+    **admin_servicer.AUTHORIZATION,
     f"/{HEALTH_SERVICE}/Check": PUBLIC,
     f"/{HEALTH_SERVICE}/Watch": PUBLIC,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": PUBLIC,
@@ -82,12 +94,14 @@ class Components:
     bundles: TrustBundles
     attestor: Attestor
     groups: Groups
-    policy: PolicySource
+    policy: ReloadablePolicy
     keys: KeyRing
     issuer: TokenIssuer
     store: Store
     tasks: TaskService
     revocations: RevocationService
+    approvals: Approvals
+    audit: AuditTrail
 
 
 def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Attestor:
@@ -134,7 +148,8 @@ async def _revocations(
 
 async def build_components(config: ServerConfig, clock: Clock) -> Components:
     bundles = TrustBundles({td.name: list(td.bundle_files) for td in config.trust_domains})
-    policy = StaticPolicy(PolicyEngine.from_file(config.policy.file))
+    groups = Groups(config.groups)
+    verifier = PolicyVerifier.from_files(config.policy.signers)
     keys = KeyRing.load_or_create(
         config.issuer.key_dir, algorithm=config.issuer.algorithm, clock=clock
     )
@@ -142,6 +157,20 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(config.store.dsn)
     await store.open()
+    policy = ReloadablePolicy(
+        file=config.policy.file,
+        verifier=verifier,
+        require_signature=config.policy.require_signature,
+        known_groups=groups.names,
+        audit=store.audit,
+        clock=clock,
+    )
+    try:
+        await policy.start()  # a bad or unsigned policy stops the server here
+    except BaseException:
+        await store.close()
+        raise
+    approvals = Approvals(store=store, groups=groups, clock=clock, ttl=config.approvals.ttl)
     revocations = await _revocations(config, store, issuer, keys, clock)
     tasks = TaskService(
         policy=policy,
@@ -149,19 +178,22 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         verifier=TokenVerifier(issuer=config.issuer.issuer, jwks=keys.jwks, clock=clock),
         store=store,
         clock=clock,
+        approvals=approvals,
     )
     return Components(
         config=config,
         clock=clock,
         bundles=bundles,
         attestor=_attestor(config, bundles, clock),
-        groups=Groups(config.groups),
+        groups=groups,
         policy=policy,
         keys=keys,
         issuer=issuer,
         store=store,
         tasks=tasks,
         revocations=revocations,
+        approvals=approvals,
+        audit=AuditTrail(store.audit),
     )
 
 
@@ -169,6 +201,8 @@ def build_servicers(c: Components) -> list[Servicer]:
     return [
         CredentialServicer(tasks=c.tasks, jwks_json=c.keys.jwks_json),
         RevocationServicer(revocations=c.revocations),
+        ApprovalServicer(approvals=c.approvals, clock=c.clock),
+        AdminServicer(policy=c.policy, audit=c.audit),
     ]
 
 
@@ -297,6 +331,7 @@ class TaskpassServer:
             )
             self._http, self.ports.http = await start_http(http_app, listen.http_address)
         self.spawn(self._reload_bundles())
+        self.spawn(c.policy.watch(c.config.policy.reload_interval.total_seconds() or 5.0))
         revocations = c.revocations
         self.spawn(revocations.hub.run())
         self.spawn(revocations.keep_bans_fresh(c.config.revocation.bans_refresh_interval))

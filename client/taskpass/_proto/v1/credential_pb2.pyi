@@ -127,16 +127,23 @@ class ExchangeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_APPROVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    wait_for_approval_seconds: _builtins.int
+    """When policy wants an approval: 0 answers FAILED_PRECONDITION at once, with the approval id
+    in the `taskpass-approval-id` trailer; N waits up to N seconds (at most 3600) and returns
+    as soon as an approver decides. Asking again for the same task finds the same request.
+    """
     @_builtins.property
     def task(self) -> Global___TaskDescriptor: ...
     def __init__(
         self,
         *,
         task: Global___TaskDescriptor | None = ...,
+        wait_for_approval_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task", "wait_for_approval_seconds", b"wait_for_approval_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,12 +197,15 @@ class DecisionInfo(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     MATCHED_RULES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     outcome: _builtins.str
     """allow | deny | pending_approval"""
     policy_version: _builtins.str
     """content hash of the policy document"""
     reason: _builtins.str
+    approval_id: _builtins.str
+    """the approval this credential used, if any"""
     @_builtins.property
     def matched_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -206,10 +216,11 @@ class DecisionInfo(_message.Message):
         policy_version: _builtins.str = ...,
         matched_rules: _abc.Iterable[_builtins.str] | None = ...,
         reason: _builtins.str = ...,
+        approval_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "matched_rules", b"matched_rules", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_id", b"approval_id", "decision_id", b"decision_id", "matched_rules", b"matched_rules", "outcome", b"outcome", "policy_version", b"policy_version", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,12 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
         try:
             if not request.HasField("task"):
                 raise InvalidRequest("task", "is required")
-            done = await self._tasks.exchange(current_workload(), task_from_proto(request.task))
+            wait = request.wait_for_approval_seconds
+            done = await self._tasks.exchange(
+                current_workload(),
+                task_from_proto(request.task),
+                wait_for_approval=dt.timedelta(seconds=wait) if wait else None,
+            )
         except TaskpassError as error:
             await abort_with(context, error)
         cred, decision = done.credential, done.decision
@@ -61,6 +67,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
                 policy_version=decision.policy_version,
                 matched_rules=list(decision.matched_rules),
                 reason=decision.reason,
+                approval_id=done.approval_id or "",
             ),
         )
 

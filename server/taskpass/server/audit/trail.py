@@ -1,0 +1,44 @@
+"""Reading the audit log for auditors: export by cursor or time, and verify the whole chain."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+
+from taskpass.server.store.audit_chain import GENESIS_HASH, VerifyResult, verify_chain
+from taskpass.server.store.base import MAX_PAGE, AuditLog
+from taskpass.server.store.records import AuditRecord
+
+
+class AuditTrail:
+    def __init__(self, log: AuditLog, *, page_size: int = MAX_PAGE) -> None:
+        if not 1 <= page_size <= MAX_PAGE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE}")
+        self._log = log
+        self._page = page_size
+
+    async def export(
+        self, *, after_seq: int = 0, since: dt.datetime | None = None
+    ) -> AsyncIterator[AuditRecord]:
+        """Records after `after_seq`, at or after `since` if given, oldest first, to the end."""
+        cursor = after_seq
+        while True:
+            page = await self._log.read(after_seq=cursor, limit=self._page)
+            for record in page:
+                if since is None or record.at >= since:
+                    yield record
+            if len(page) < self._page:
+                return
+            cursor = page[-1].seq
+
+    async def verify(self) -> VerifyResult:
+        """Check the chain from the first record to the last; stop at the first bad one."""
+        last_seq, last_hash, checked = 0, GENESIS_HASH, 0
+        while True:
+            page = await self._log.read(after_seq=last_seq, limit=self._page)
+            result = verify_chain(page, after_seq=last_seq, after_hash=last_hash)
+            checked += result.checked
+            if not result.ok or len(page) < self._page:
+                return dataclasses.replace(result, checked=checked)
+            last_seq, last_hash = result.last_seq, result.last_hash
