@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from taskpass.client import cli as client_cli
-from taskpass.server.cli import certs, policy, serve
+from taskpass.server.cli import certs, db, policy, serve
 from taskpass.server.errors import TaskpassError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     certs.register(commands)
     policy.register(commands)
+    db.register(commands)
     client_cli.register(commands)
     return parser
 
