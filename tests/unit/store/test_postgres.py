@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import secrets
 import urllib.parse
+from collections.abc import Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -163,6 +164,56 @@ async def test_a_database_fault_fails_only_its_operation_as_unavailable(pg_dsn: 
         records = await store.audit.read(limit=MAX_PAGE)
         assert [r.seq for r in records] == list(range(1, 21))
         assert verify_chain(records).ok
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["in-a-batch", "alone"])
+async def test_a_fault_after_an_operation_appended_its_audit_record_leaves_no_trace(
+    pg_dsn: str, together: bool
+) -> None:
+    async with PostgresStore(pg_dsn) as store, raw_connection(pg_dsn) as conn:
+        tasks = [f"task-{n}" for n in range(12)]
+        for task_id in tasks:
+            await issue(store, f"jti-{task_id}", task_id=task_id)
+        # complete_task appends its audit record, then its event: the event insert fails.
+        await conn.execute(
+            """CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'injected'; END $$"""
+        )
+        await conn.execute(
+            """CREATE TRIGGER fault BEFORE INSERT ON revocation_events FOR EACH ROW
+               WHEN (NEW.task_id = 'task-5') EXECUTE FUNCTION fault()"""
+        )
+
+        def complete(task_id: str) -> Awaitable[object]:
+            return store.credentials.complete_task(
+                requester=AGENT,
+                task_id=task_id,
+                at=T0,
+                audit=entry("task_completed", task_id=task_id),
+                event=task_revocation(task_id, at=T0),
+            )
+
+        results: list[object] = []
+        if together:
+            results = await asyncio.gather(*map(complete, tasks), return_exceptions=True)
+        else:
+            for task_id in tasks:
+                [result] = await asyncio.gather(complete(task_id), return_exceptions=True)
+                results.append(result)
+
+        assert [isinstance(r, Unavailable) for r in results] == [n == 5 for n in range(12)]
+        records = await store.audit.read(limit=MAX_PAGE)
+        assert [r.seq for r in records] == list(range(1, 12 + 11 + 1))
+        assert "task-5" not in [r.payload.get("task_id") for r in records[12:]]
+        assert verify_chain(records).ok
+        events = await store.revocations.read_after(0, limit=MAX_PAGE)
+        assert [e.seq for e in events] == list(range(1, 12))
+        untouched = await store.credentials.get_credential("jti-task-5")
+        assert untouched is not None
+        assert untouched.revoked_at is None
+        task = await store.credentials.get_task(AGENT, "task-5")
+        assert task is not None
+        assert task.completed_at is None
 
 
 async def test_a_value_postgres_cannot_store_is_an_invalid_request(pg_dsn: str) -> None:

@@ -8,7 +8,7 @@ READ COMMITTED transaction:
     BEGIN
     pg_advisory_xact_lock(WRITE_LOCK, <schema>)   -- one batch at a time, across all replicas
     read the heads: max event seq, last audit seq and hash  -- sees every earlier commit
-    for each operation: SAVEPOINT, run it (state change + audit record + event), RELEASE
+    for each operation: run it (state change + audit record + event)
     pg_notify('taskpass_events', '<seq>')         -- if events were appended; sent at commit
     COMMIT                                        -- durable (synchronous_commit) before replies
 
@@ -16,7 +16,8 @@ The lock is released only after the commit is durable and visible, so the next h
 heads that include it: numbers follow commit order with no gaps, and each audit record chains
 to the one committed before it, whichever replica wrote that. Batching takes the lock (and pays
 the commit's WAL flush) once for many operations, as the SQLite writer does. An operation that
-fails is rolled back to its savepoint alone; its caller gets the error, the others commit.
+fails fails alone: the batch is rolled back and run again with a savepoint around each
+operation (see _run_batch); its caller gets the error, the others commit.
 """
 
 from __future__ import annotations
@@ -261,6 +262,21 @@ class PgBatchWriter:
             await _release(self._pool, conn)
 
     async def _run_batch(self, conn: Any, batch: list[_Op[Any]]) -> list[_Outcome]:
+        # Optimistic first: no savepoints, which cost two round trips per operation. If one
+        # operation fails, the whole transaction is rolled back and the batch runs again with
+        # a savepoint around each operation, so only the failing one fails (operations only
+        # act through their WriteTx, so running one again repeats it exactly).
+        outcomes = await self._attempt(conn, batch, careful=False)
+        if outcomes is not None:
+            return outcomes
+        outcomes = await self._attempt(conn, batch, careful=True)
+        assert outcomes is not None  # a careful attempt gives every operation its outcome
+        return outcomes
+
+    async def _attempt(
+        self, conn: Any, batch: list[_Op[Any]], *, careful: bool
+    ) -> list[_Outcome] | None:
+        """The batch in one transaction; None when not careful and an operation failed."""
         outcomes: list[_Outcome] = []
         transaction = conn.transaction(isolation="read_committed")
         committing = False
@@ -268,24 +284,32 @@ class PgBatchWriter:
             await transaction.start()
             await conn.execute(_LOCK, WRITE_LOCK)
             row = await conn.fetchrow(_HEADS)
-            start = _Heads(
+            heads = _Heads(
                 audit_seq=0 if row[1] is None else int(row[1]),
                 audit_hash=GENESIS_HASH if row[2] is None else str(row[2]),
                 event_seq=int(row[0]),
             )
-            heads, announce = start, False
+            announce = False
             for op in batch:
-                savepoint = conn.transaction()
-                await savepoint.start()
+                savepoint = conn.transaction() if careful else None
+                if savepoint is not None:
+                    await savepoint.start()
                 tx = PgWriteTx(conn, heads)
                 try:
                     value = await op.fn(tx)
+                except DISCONNECTED:
+                    raise  # the connection, not the operation: see below
                 except Exception as exc:
-                    # If the connection is gone, this rollback fails and so does the batch.
-                    await savepoint.rollback()
-                    outcomes.append((None, store_error(exc, write=True)))
-                    continue
-                await savepoint.commit()
+                    error = store_error(exc, write=True)
+                    if savepoint is not None:
+                        await savepoint.rollback()
+                        outcomes.append((None, error))
+                        continue
+                    await _rollback(transaction)
+                    # Alone in its batch, its error is the outcome; otherwise run carefully.
+                    return [(None, error)] if len(batch) == 1 else None
+                if savepoint is not None:
+                    await savepoint.commit()
                 heads, announce = tx.heads, announce or tx.announced
                 outcomes.append((value, None))
             if announce:
