@@ -179,6 +179,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         store=store,
         clock=clock,
         approvals=approvals,
+        revocation=revocations,
     )
     return Components(
         config=config,

@@ -118,9 +118,9 @@ class RevocationService:
     async def revoke_task(
         self, actor: Workload, *, requester: str, task_id: str, reason: str
     ) -> Revoked:
-        """End another workload's task: every credential of it is revoked, as CompleteTask does."""
-        if not requester:
-            raise InvalidRequest("task.requester", "is required: the workload ID that ran the task")
+        """End a workload's task (the caller's own when `requester` is empty): every credential
+        of it is revoked, as CompleteTask does."""
+        requester = requester or actor.id
         if not task_id:
             raise InvalidRequest("task.task_id", "is required")
         reason = _reason(reason) or "task revoked by security"

@@ -27,6 +27,7 @@ from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.decision import Decision, Outcome
 from taskpass.server.policy.engine import PolicyEngine
 from taskpass.server.policy.request import PolicyRequest
+from taskpass.server.revocation.service import RevocationService
 from taskpass.server.store.base import Store
 from taskpass.server.store.records import (
     ApprovalRecord,
@@ -107,15 +108,18 @@ class TaskService:
         store: Store,
         clock: Clock,
         approvals: Approvals | None = None,
+        revocation: RevocationService | None = None,
     ) -> None:
         """Without `approvals`, a pending decision is answered ApprovalRequired with no
-        approval id and nothing to wait for (tests of the exchange alone)."""
+        approval id and nothing to wait for (tests of the exchange alone). Without
+        `revocation`, no identity is banned and completions announce no event."""
         self._policy = policy
         self._issuer = issuer
         self._verifier = verifier
         self._store = store
         self._clock = clock
         self._approvals = approvals
+        self._revocation = revocation
 
     async def exchange(
         self,
@@ -137,6 +141,8 @@ class TaskService:
                 "wait_for_approval_seconds",
                 f"must be at most {int(MAX_APPROVAL_WAIT.total_seconds())}",
             )
+        if self._revocation is not None:
+            await self._revocation.admit(workload)  # a banned identity gets nothing
         now = self._clock.now()
         decision = self._policy.current().decide(
             PolicyRequest(workload=workload, task=task, now=now)
@@ -287,6 +293,8 @@ class TaskService:
             credential=record,
             audit=AuditEntry(kind="issuance", actor=workload.id, at=now, payload=issued),
         )
+        if self._revocation is not None:
+            await self._revocation.recheck_issued(workload, record)  # a ban may have landed
         return Exchanged(
             credential=credential,
             decision=decision,
@@ -297,7 +305,10 @@ class TaskService:
     async def complete(self, workload: Workload, task_id: str) -> list[str]:
         """End the requester's task: every credential of it is revoked. Returns the revoked jtis."""
         now = self._clock.now()
-        revoked, _event = await self._store.credentials.complete_task(
+        event = None
+        if self._revocation is not None:
+            event = self._revocation.task_completed(requester=workload.id, task_id=task_id, at=now)
+        revoked, stored = await self._store.credentials.complete_task(
             requester=workload.id,
             task_id=task_id,
             at=now,
@@ -307,8 +318,10 @@ class TaskService:
                 at=now,
                 payload={"workload": _workload_audit(workload), "task_id": task_id},
             ),
-            event=None,
+            event=event,
         )
+        if self._revocation is not None:
+            self._revocation.published(stored)  # durable: now tell the subscribers
         return [c.jti for c in revoked]
 
     async def introspect(self, token: str) -> Introspection:
