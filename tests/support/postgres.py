@@ -23,6 +23,8 @@ import pytest
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 _CONNECT_TIMEOUT_S = 5.0
 
+NOT_RUN = "PostgreSQL tests NOT RUN"
+
 _unreachable: str | None = None
 """Why the server could not be reached, remembered so a missing server costs one timeout."""
 
@@ -52,7 +54,7 @@ async def admin_connection() -> Any:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             _unreachable = f"{type(exc).__name__}: {exc}"
     message = (
-        f"PostgreSQL tests NOT RUN: no server at TASKPASS_TEST_PG_DSN ({_unreachable}). "
+        f"{NOT_RUN}: no server at TASKPASS_TEST_PG_DSN ({_unreachable}). "
         "Start PostgreSQL or point TASKPASS_TEST_PG_DSN at one"
     )
     if required():
@@ -85,3 +87,14 @@ async def raw_connection(dsn: str) -> AsyncIterator[Any]:
         yield conn
     finally:
         await conn.close()
+
+
+def report_skips(terminalreporter: Any) -> None:
+    """From a conftest's pytest_terminal_summary: a banner when PostgreSQL tests were skipped,
+    so a green run without them does not pass for a full one."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = sum(NOT_RUN in str(getattr(report, "longrepr", "")) for report in skipped)
+    if count:
+        terminalreporter.write_sep(
+            "!", f"{count} {NOT_RUN}: no server at TASKPASS_TEST_PG_DSN", red=True
+        )

@@ -11,12 +11,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from taskpass.server.store.base import Store
 from taskpass.server.store.factory import open_store
-from tests.support.postgres import fresh_schema
+from tests.support.postgres import fresh_schema, report_skips
 
 Backend = Callable[[Path], AbstractAsyncContextManager[str]]
 
@@ -38,6 +39,10 @@ BACKENDS = [
 ]
 
 StoreMaker = Callable[[], Store]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    report_skips(terminalreporter)
 
 
 @pytest.fixture(params=BACKENDS)
