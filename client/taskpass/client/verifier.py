@@ -10,8 +10,9 @@ Checks, in order, each failing as `InvalidToken` with its `Reason`: a compact JW
 unknown kid makes the key cache refetch once, within its cooldown); the signature; `iss`; `aud`
 holds one of our audiences; `exp`/`nbf`/`iat` within a small leeway; the RFC 9068 claims are
 present; the `cnf.x5t#S256` binding (RFC 8705) matches the certificate the caller presented, so
-a token replayed by another workload fails; and, last, the revocation checker (the SDK's
-revocation watcher, or anything with `is_revoked(jti) -> bool`).
+a token replayed by another workload fails; and, last, the revocation checker: the SDK's
+`RevocationWatcher` (asked with the token's claims, so task and identity revocations count), or
+anything with `is_revoked(jti) -> bool`.
 
 JOSE parsing and signature checks are joserfc's; this module decides which keys and claims count.
 """
@@ -26,9 +27,9 @@ import hashlib
 import hmac
 import json
 import ssl
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -84,13 +85,22 @@ class InvalidToken(TaskpassClientError):
 
 
 class RevocationChecker(Protocol):
-    """Anything that knows revoked credentials, e.g. the SDK's revocation watcher.
+    """Anything that knows revoked credentials by jti.
 
     Called only for tokens that passed every other check. It may raise to fail closed (say, while
     it has not caught up with the revocation stream); the exception reaches the caller as is.
     """
 
     def is_revoked(self, jti: str) -> bool: ...
+
+
+@runtime_checkable
+class TokenRevocationChecker(Protocol):
+    """A checker that also knows task and identity revocations, which name a task or a workload
+    rather than each jti, and so needs the token's claims (`sub`, `txn`, `iat`): the SDK's
+    `RevocationWatcher` is one. Preferred over `is_revoked` when a checker has both."""
+
+    def is_token_revoked(self, claims: Mapping[str, Any]) -> bool: ...
 
 
 PeerCertificate = x509.Certificate | bytes | str
@@ -167,7 +177,7 @@ class CredentialVerifier:
         *,
         issuer: str,
         audience: str | Collection[str],
-        revocation: RevocationChecker | None = None,
+        revocation: RevocationChecker | TokenRevocationChecker | None = None,
         require_binding: bool = True,
         algorithms: Collection[str] = ALGORITHMS,
         leeway: dt.timedelta = dt.timedelta(seconds=5),
@@ -189,7 +199,7 @@ class CredentialVerifier:
             raise InvalidRequest("leeway: must be between 0 and 5 minutes")
         self._issuer = issuer
         self._audiences = audiences
-        self._revocation = revocation
+        self._revoked = _revocation_check(revocation)
         self._require_binding = require_binding
         self._algorithms = tuple(algorithms)
         self._clock = clock or SystemClock()
@@ -244,8 +254,7 @@ class CredentialVerifier:
         claims = self._payload(signed)
         self._check_claims(claims)
         bound_to = self._check_binding(claims, peer_certificate)
-        jti: str = claims["jti"]
-        if self._revocation is not None and self._revocation.is_revoked(jti):
+        if self._revoked is not None and self._revoked(claims):
             raise InvalidToken(
                 Reason.REVOKED, "the credential was revoked (its task ended or security revoked it)"
             )
@@ -359,6 +368,17 @@ class CredentialVerifier:
 
     def _now(self) -> int:
         return int(self._clock.now().timestamp())
+
+
+def _revocation_check(
+    checker: RevocationChecker | TokenRevocationChecker | None,
+) -> Callable[[Mapping[str, Any]], bool] | None:
+    if checker is None:
+        return None
+    if isinstance(checker, TokenRevocationChecker):
+        return checker.is_token_revoked
+    by_jti = checker.is_revoked
+    return lambda claims: by_jti(claims["jti"])
 
 
 def _claim_error(claim: str, issuer: str, audiences: tuple[str, ...]) -> InvalidToken:

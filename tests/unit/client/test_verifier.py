@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +367,29 @@ async def test_the_revocation_checker_is_asked_only_about_otherwise_valid_tokens
     await refused(verifier, _swap_payload(key))
     await refused(verifier, mint(key), peer=OTHER_CERT.der)
     assert revocations.asked == []
+
+
+async def test_a_checker_that_knows_tasks_is_asked_with_the_tokens_claims(
+    source: CountingJwks, clock: FixedClock, key: SigningKey
+) -> None:
+    class CompletedTasks:
+        def __init__(self) -> None:
+            self.asked: list[tuple[object, object]] = []
+
+        def is_revoked(self, jti: str) -> bool:
+            raise AssertionError("is_token_revoked is preferred when a checker has both")
+
+        def is_token_revoked(self, claims: Mapping[str, Any]) -> bool:
+            self.asked.append((claims["sub"], claims["txn"]))
+            return bool(claims["txn"] == "task-42")
+
+    checker = CompletedTasks()
+    verifier = CredentialVerifier(
+        source, issuer=ISSUER, audience=AUDIENCE, clock=clock, revocation=checker
+    )
+    assert (await refused(verifier, mint(key))).reason is Reason.REVOKED
+    await verifier.verify(mint(key, body=claims(txn="task-43")), peer_certificate=AGENT_CERT.der)
+    assert checker.asked == [(AGENT, "task-42"), (AGENT, "task-43")]
 
 
 async def test_an_eddsa_credential_verifies_without_a_warning(clock: FixedClock) -> None:
