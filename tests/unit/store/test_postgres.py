@@ -19,6 +19,8 @@ from taskpass.server.store import postgres_schema
 from taskpass.server.store.audit_chain import ChainProblem, verify_chain
 from taskpass.server.store.base import MAX_PAGE, EventNotifier
 from taskpass.server.store.postgres import PostgresStore, prepare_connection
+from taskpass.server.store.postgres_schema import SCHEMA_KEY
+from taskpass.server.store.postgres_writer import WRITE_LOCK
 from taskpass.server.store.records import AuditEntry
 from taskpass.server.store.sqlite import SqliteStore
 from tests.support.postgres import base_dsn, raw_connection, with_params
@@ -302,6 +304,27 @@ async def test_sessions_commit_synchronously_even_if_the_dsn_turns_it_off(pg_dsn
         await prepare_connection(conn)
 
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
+async def test_a_frozen_replica_inside_a_batch_does_not_hold_the_write_lock_for_long(
+    pg_dsn: str,
+) -> None:
+    stuck_after = dt.timedelta(milliseconds=200)
+    async with PostgresStore(pg_dsn, stuck_after=stuck_after) as store:
+        async with raw_connection(pg_dsn) as frozen:
+            # Another replica takes the write lock mid-batch, then stops (SIGSTOP, partition).
+            await prepare_connection(frozen, stuck_after=stuck_after)
+            await frozen.execute("BEGIN")
+            await frozen.execute(f"SELECT pg_advisory_xact_lock($1, {SCHEMA_KEY})", WRITE_LOCK)
+
+            # The timeout only turns a regression (waiting for the lock for ever) into a
+            # failure; the server ends the frozen transaction after `stuck_after`.
+            async with asyncio.timeout(10):
+                await issue(store, "jti-1")
+
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+                await frozen.execute("SELECT 1")  # the frozen session was ended
+        assert await store.credentials.get_credential("jti-1") is not None
 
 
 # -- batching ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -98,6 +99,7 @@ DEFAULT_CONNECT_TIMEOUT = dt.timedelta(seconds=10)
 DEFAULT_COMMAND_TIMEOUT = dt.timedelta(seconds=30)
 DEFAULT_PING_INTERVAL = dt.timedelta(seconds=30)
 DEFAULT_BACKOFF = ReconnectBackoff()
+DEFAULT_STUCK_AFTER = dt.timedelta(seconds=10)
 
 
 def _check_page(*, after: int, limit: int) -> None:
@@ -115,11 +117,21 @@ def _covering(event: NewRevocation, revoked: Iterable[CredentialRecord]) -> NewR
     return dataclasses.replace(event, expires_at=latest)
 
 
-async def prepare_connection(conn: Any) -> None:
-    """Run on every new pooled connection."""
+async def prepare_connection(conn: Any, *, stuck_after: dt.timedelta = DEFAULT_STUCK_AFTER) -> None:
+    """Settings for every new pooled connection."""
+    # A replica that freezes (stopped, partitioned) inside a batch would hold the write lock
+    # until TCP keepalive gives up, hours later, stopping every replica's writes: the server
+    # ends a transaction left idle this long. A live batch is never idle between statements.
+    ms = max(1, stuck_after // dt.timedelta(milliseconds=1))
+    synchronous = await conn.fetchval(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, false),"
+        " current_setting('synchronous_commit')",
+        str(ms),
+        column=1,
+    )
     # Durable before reply: a server configured with synchronous_commit=off would acknowledge
     # commits it can still lose, so taskpass sessions turn it back on.
-    if await conn.fetchval("SHOW synchronous_commit") == "off":
+    if synchronous == "off":
         await conn.execute("SET synchronous_commit TO on")
 
 
@@ -260,6 +272,8 @@ class PostgresStore:
     command_timeout: the longest one statement (including waiting for the write lock) may take.
     listen_backoff: waits between attempts to re-make a lost LISTEN connection.
     listen_ping_interval: how often an idle LISTEN connection is checked to be alive.
+    stuck_after: the server ends a transaction of this store left idle this long (a frozen
+        replica's), so it cannot hold the write lock of every replica for long.
     """
 
     def __init__(
@@ -274,6 +288,7 @@ class PostgresStore:
         command_timeout: dt.timedelta = DEFAULT_COMMAND_TIMEOUT,
         listen_backoff: ReconnectBackoff = DEFAULT_BACKOFF,
         listen_ping_interval: dt.timedelta = DEFAULT_PING_INTERVAL,
+        stuck_after: dt.timedelta = DEFAULT_STUCK_AFTER,
     ) -> None:
         if not 1 <= pool_min_size <= pool_max_size:
             raise ValueError("the pool needs 1 <= pool_min_size <= pool_max_size")
@@ -283,6 +298,7 @@ class PostgresStore:
         self._command_s = command_timeout.total_seconds()
         self._listen_backoff = listen_backoff
         self._listen_ping = listen_ping_interval
+        self._stuck_after = stuck_after
         self._writer = PgBatchWriter(max_batch=max_batch, channel=events_channel)
         self._channel = events_channel
         self._reader = PgReader()
@@ -363,7 +379,7 @@ class PostgresStore:
                 max_size=max_size,
                 timeout=self._connect_s,
                 command_timeout=self._command_s,
-                init=prepare_connection,
+                init=functools.partial(prepare_connection, stuck_after=self._stuck_after),
             )
         except (*DRIVER_ERRORS, ValueError) as exc:
             raise startup_error(exc, doing="connect to PostgreSQL") from exc
