@@ -347,8 +347,11 @@ class PostgresStore:
 
     async def migrate(self) -> int:
         if self._pool is not None:
-            async with self._pool.acquire() as conn:
-                return await self._migrate(conn)
+            try:
+                async with self._pool.acquire() as conn:
+                    return await self._migrate(conn)
+            except DRIVER_ERRORS as exc:  # acquiring or releasing; _migrate translates its own
+                raise startup_error(exc, doing="connect to PostgreSQL") from exc
         try:
             conn = await self._connect()
         except (*DRIVER_ERRORS, ValueError) as exc:
@@ -356,7 +359,10 @@ class PostgresStore:
         try:
             return await self._migrate(conn)
         finally:
-            await conn.close()
+            try:
+                await conn.close()
+            except DRIVER_ERRORS:
+                conn.terminate()  # already broken: nothing to say goodbye to
 
     @staticmethod
     async def _migrate(conn: Any) -> int:
