@@ -89,6 +89,7 @@ def _request(**task_changes: object) -> PolicyRequest:
         pytest.param('request.time == timestamp("2026-06-01T12:00:00Z")', id="request.time"),
         pytest.param("request.delegation_depth == 0", id="request.delegation_depth"),
         pytest.param("size(request.parent_rules) == 0", id="request.parent_rules"),
+        pytest.param('request.parent_id == ""', id="request.parent_id"),
     ],
 )
 def test_every_attribute_is_bound_with_its_value(source: str) -> None:

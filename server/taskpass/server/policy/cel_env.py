@@ -40,6 +40,7 @@ ATTRIBUTES: Mapping[str, Any] = {
     "request.time": cel.Type.TIMESTAMP,
     "request.delegation_depth": _INT,
     "request.parent_rules": cel.Type.List(_STRING),
+    "request.parent_id": _STRING,
 }
 
 # sensitivity names usable in conditions: `task.sensitivity <= confidential`
@@ -100,6 +101,7 @@ def activation(request: PolicyRequest) -> cel.Activation:
         "request.time": request.now,
         "request.delegation_depth": request.delegation_depth,
         "request.parent_rules": list(request.parent_rules),
+        "request.parent_id": request.parent_id,
     }
     data.update(CONSTANTS)
     return _env().Activation(data)

@@ -15,8 +15,9 @@ class PolicyRequest:
     """One decision's input.
 
     `satisfied_approvals` holds the ids of require_approval rules an approver has already
-    satisfied for this exact request. `delegation_depth` and `parent_rules` describe a delegation
-    chain (0 and empty until delegation exists).
+    satisfied for this exact request. `delegation_depth`, `parent_id` and `parent_rules` describe a
+    delegation: how many hops below a directly issued credential, which workload holds the parent
+    credential, and which rules allowed it (0 and empty for a direct exchange).
     """
 
     workload: Workload
@@ -25,6 +26,7 @@ class PolicyRequest:
     satisfied_approvals: frozenset[str] = frozenset()
     delegation_depth: int = 0
     parent_rules: tuple[str, ...] = ()
+    parent_id: str = ""
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
