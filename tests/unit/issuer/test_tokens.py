@@ -114,6 +114,7 @@ def test_claims_are_exactly_the_rfc_9068_set_with_the_task_claim(
             "sensitivity": "internal",
             "environment": "prod",
             "policy_version": "sha256:abc123",
+            "rules": ["payments.read.agents"],
         },
     }
 
@@ -398,3 +399,11 @@ def test_security_event_can_keep_its_key_published(
     issuer.sign_security_event(claims=revocation_claims(), publish_until=until)
 
     assert ring.active.max_token_expiry == until
+
+
+def test_delegated_credential_keeps_the_principal_as_sub(issuer: TokenIssuer) -> None:
+    credential = issue(issuer, subject="spiffe://example.org/agents/root", actor={"sub": AGENT})
+    claims = claims_of(credential.token)
+    assert claims["sub"] == "spiffe://example.org/agents/root"
+    assert claims["client_id"] == AGENT
+    assert claims["act"] == {"sub": AGENT}

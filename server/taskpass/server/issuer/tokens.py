@@ -64,8 +64,12 @@ class TokenIssuer:
         decision: Decision,
         approval_id: str | None = None,
         actor: dict[str, Any] | None = None,
+        subject: str | None = None,
     ) -> IssuedCredential:
         """Sign an at+jwt for `task`, bound to `workload`, as `decision` allows.
+
+        `subject` and `actor` are for delegation (RFC 8693): `sub` stays the principal the chain
+        acts for, `client_id` and `cnf` are always the calling workload's own.
 
         Refuses a deny, and a pending decision without the approval that satisfied it.
         `exp` is `iat + decision.ttl` in whole seconds, never past the workload identity's expiry.
@@ -86,18 +90,19 @@ class TokenIssuer:
             )
         key = self._keys.active
         jti = secrets.token_urlsafe(JTI_BYTES)
-        task_claim: dict[str, str] = {
+        task_claim: dict[str, Any] = {
             "action": task.action,
             "tool": task.tool,
             "sensitivity": task.sensitivity.name.lower(),
             "environment": task.environment,
             "policy_version": decision.policy_version,
+            "rules": list(decision.matched_rules),
         }
         if approval_id:
             task_claim["approval_id"] = approval_id
         claims: dict[str, Any] = {
             "iss": self._issuer,
-            "sub": workload.id,
+            "sub": subject or workload.id,
             "client_id": workload.id,
             "aud": task.audience,
             "iat": iat,
