@@ -152,12 +152,12 @@ subscribers = ["spiffe://{EXAMPLE}/sidecars/*", "{ADMIN}"]
 orchestrators = ["spiffe://{EXAMPLE}/orchestrators/*"]
 security-approvers = ["spiffe://{EXAMPLE}/humans/approvers/*"]
 platform-approvers = ["spiffe://{EXAMPLE}/platform/*"]
-auditors = ["{ADMIN}"]
+auditors = ["{ADMIN}", "spiffe://{EXAMPLE}/security/auditor"]
 
 [revocation]
 queue_size = {REVOCATION_QUEUE}
 heartbeat_seconds = 0.5
-stuck_grace_seconds = 2
+stuck_grace_seconds = 10
 """
     return parse_config(text, base_dir=directory)
 

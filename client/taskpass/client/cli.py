@@ -25,6 +25,8 @@ from taskpass.client.errors import (
 )
 from taskpass.client.models import SENSITIVITIES, Task
 
+MAX_WAIT_SECONDS = 3600
+
 EXIT_OK, EXIT_ERROR, EXIT_BAD_REQUEST, EXIT_DENIED, EXIT_ATTESTATION, EXIT_PENDING = (
     0,
     1,
@@ -127,7 +129,25 @@ def _exchange(args: argparse.Namespace) -> int:
     )
 
     async def body(client: TaskpassClient) -> int:
-        credential = await client.exchange(task)
+        try:
+            credential = await client.exchange(task)
+        except ApprovalPending as pending:
+            # say which approval at once, then (if asked) wait on the same request
+            if args.wait_approval is None or not pending.approval_id:
+                _print_pending(pending, args.json)
+                raise
+            print(
+                f"taskpass: approval {pending.approval_id} pending (from "
+                f"{', '.join(pending.approver_groups)}): waiting up to {args.wait_approval}s",
+                file=sys.stderr,
+            )
+            try:
+                credential = await client.exchange(
+                    task, wait_for_approval=dt.timedelta(seconds=args.wait_approval)
+                )
+            except ApprovalPending as still:
+                _print_pending(still, args.json)
+                raise
         if args.json:
             _print(credential.as_json(), True)
         elif args.token_only:
@@ -137,6 +157,26 @@ def _exchange(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_client_command(args, body)
+
+
+def _print_pending(pending: ApprovalPending, as_json: bool) -> None:
+    """The approval id on stdout (a script waits on it or shows it to an approver)."""
+    _print(
+        {
+            "approval_id": pending.approval_id,
+            "decision_id": pending.decision_id,
+            "rules": list(pending.rules),
+            "approver_groups": list(pending.approver_groups),
+        },
+        as_json,
+    )
+
+
+def _wait_seconds(value: str) -> int:
+    seconds = int(value)
+    if not 1 <= seconds <= MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_WAIT_SECONDS} seconds")
+    return seconds
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -185,6 +225,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ex.add_argument("--deadline", type=_deadline, help="ISO 8601; the credential never outlives it")
     ex.add_argument("--reason", default="")
     ex.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")
+    ex.add_argument(
+        "--wait-approval",
+        type=_wait_seconds,
+        metavar="SECONDS",
+        help="if an approval is required, print its id and wait up to SECONDS for an approver "
+        "(without it: print the id and exit 5)",
+    )
     out = ex.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--token-only", action="store_true", help="print the token alone")

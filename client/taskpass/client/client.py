@@ -130,11 +130,22 @@ class TaskpassClient:
     async def aclose(self) -> None:
         await self._channel.close(grace=None)
 
-    async def exchange(self, task: Task) -> TaskCredential:
-        """Ask for a credential for `task`; raises Denied, ApprovalPending, InvalidRequest, ..."""
-        request = pb.ExchangeRequest(task=_task_proto(task))
+    async def exchange(
+        self, task: Task, *, wait_for_approval: dt.timedelta | None = None
+    ) -> TaskCredential:
+        """Ask for a credential for `task`; raises Denied, ApprovalPending, InvalidRequest, ...
+
+        When policy wants an approval, ApprovalPending carries the approval id at once; with
+        `wait_for_approval` the server waits up to that long (at most an hour) and the call
+        returns as soon as an approver decides: the credential, or Denied-by-approver
+        (PermissionDenied). Asking again for the same task finds the same approval request.
+        """
+        wait = 0
+        if wait_for_approval is not None:
+            wait = max(0, int(wait_for_approval.total_seconds()))
+        request = pb.ExchangeRequest(task=_task_proto(task), wait_for_approval_seconds=wait)
         try:
-            response = await self._credentials.Exchange(request, timeout=self._timeout)
+            response = await self._credentials.Exchange(request, timeout=self._timeout + wait)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         cred, decision = response.credential, response.decision

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from taskpass.client import cli as client_cli
+from taskpass.client import cli_admin, cli_approvals, cli_revocation
 from taskpass.server.cli import certs, db, policy, serve
 from taskpass.server.errors import TaskpassError
 
@@ -22,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy.register(commands)
     db.register(commands)
     client_cli.register(commands)
+    cli_revocation.register(commands)
+    cli_approvals.register(commands)
+    cli_admin.register(commands)
     return parser
 
 
