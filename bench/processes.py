@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any, Self
 from bench.environment import ClientFiles
 
 ROOT = Path(__file__).resolve().parent.parent
+STARTUP_SECONDS = 30
 
 
 class ServerProcess:
@@ -27,11 +29,15 @@ class ServerProcess:
             stderr=self._log,
         )
         assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
+        ready, _, _ = select.select([self._proc.stdout], [], [], STARTUP_SECONDS)
+        line = self._proc.stdout.readline() if ready else b""
         if not line:
+            # Exited, or stuck (e.g. a startup error that left a thread running): never hang.
+            self._proc.kill()
             self._proc.wait()
             self._log.close()
-            raise RuntimeError(f"{module} exited before serving; see {log}")
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"{module} did not start serving ({' '.join(tail)}); see {log}")
         self.port: int = json.loads(line)["port"]
         self.pid = self._proc.pid
         self.final: dict[str, Any] = {}
