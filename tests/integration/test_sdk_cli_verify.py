@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 import json
-from collections.abc import Sequence
 
 import pytest
 
-from taskpass.client import Task, cli_verify
+from taskpass.client import Task
 from taskpass.client.cli_verify import EXIT_INVALID_TOKEN
 from taskpass.client.jwks import JWKS_PATH
+from taskpass.server.cli.main import main
 from taskpass.server.pki.builder import Issued
 from tests.integration.harness import BILLING_BOT, ISSUER, REPORT_BOT, Harness
 from tests.support.pki import TestPki
-
-
-def main(argv: Sequence[str]) -> int:
-    # The command as registered in the `taskpass` parser (server/taskpass/server/cli/main.py).
-    parser = argparse.ArgumentParser(prog="taskpass")
-    cli_verify.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
 
 
 async def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from taskpass.client import cli as client_cli
-from taskpass.client import cli_admin, cli_approvals, cli_revocation
+from taskpass.client import cli_admin, cli_approvals, cli_revocation, cli_verify
 from taskpass.server.cli import certs, db, policy, serve
 from taskpass.server.errors import TaskpassError
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_revocation.register(commands)
     cli_approvals.register(commands)
     cli_admin.register(commands)
+    cli_verify.register(commands)
     return parser
 
 
