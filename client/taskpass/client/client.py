@@ -215,10 +215,12 @@ class TaskpassClient:
         reason: str = "",
         attributes: Mapping[str, str] | None = None,
         refresh_below: float = 0.25,
+        wait_for_approval: dt.timedelta | None = None,
         clock: Clock | None = None,
     ) -> TaskHandle:
         """`async with client.task(...) as task:` exchange on entry, CompleteTask on exit (also
-        when the body raises); `await task.credential()` re-exchanges near expiry."""
+        when the body raises); `await task.credential()` re-exchanges near expiry. See
+        TaskHandle for `refresh_below` and `wait_for_approval`."""
         descriptor = Task(
             task_id=task_id,
             audience=audience,
@@ -231,7 +233,13 @@ class TaskpassClient:
             reason=reason,
             attributes=dict(attributes or {}),
         )
-        return TaskHandle(self, descriptor, refresh_below=refresh_below, clock=clock)
+        return TaskHandle(
+            self,
+            descriptor,
+            refresh_below=refresh_below,
+            wait_for_approval=wait_for_approval,
+            clock=clock,
+        )
 
 
 def _options(server_name: str | None) -> list[tuple[str, Any]]:

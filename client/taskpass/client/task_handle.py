@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class TaskClient(Protocol):
     """What a task handle needs of the client."""
 
-    async def exchange(self, task: Task) -> TaskCredential: ...
+    async def exchange(
+        self, task: Task, *, wait_for_approval: dt.timedelta | None = None
+    ) -> TaskCredential: ...
 
     async def complete_task(self, task_id: str) -> tuple[str, ...]: ...
 
@@ -40,6 +42,9 @@ class TaskHandle:
 
     `refresh_below` is the fraction of a credential's lifetime left at which `credential()`
     re-exchanges (0.25: a 10-minute credential is renewed once under 2.5 minutes remain).
+    `wait_for_approval` lets the entry exchange wait that long for an approver when policy asks
+    for one; a refresh never waits: an approval is single-use, so a task gated by approval
+    raises ApprovalPending when its credential would need renewing.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class TaskHandle:
         task: Task,
         *,
         refresh_below: float = 0.25,
+        wait_for_approval: dt.timedelta | None = None,
         complete_on_exit: bool = True,
         clock: Clock | None = None,
     ) -> None:
@@ -56,6 +62,7 @@ class TaskHandle:
         self._client = client
         self._task = task
         self._refresh_below = refresh_below
+        self._wait_for_approval = wait_for_approval
         self._complete_on_exit = complete_on_exit
         self._clock = clock or SystemClock()
         self._current: TaskCredential | None = None
@@ -113,7 +120,9 @@ class TaskHandle:
         """The first exchange (done by `async with`)."""
         if self._current is not None:
             raise FailedPrecondition(f"task {self._task.task_id!r} has already started")
-        self._current = await self._client.exchange(self._task)
+        self._current = await self._client.exchange(
+            self._task, wait_for_approval=self._wait_for_approval
+        )
         return self._current
 
     async def credential(self) -> TaskCredential:

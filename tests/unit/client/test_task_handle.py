@@ -30,9 +30,13 @@ class FakeTasks:
         self.exchange_error: TaskpassClientError | None = None
         self.complete_error: TaskpassClientError | None = None
         self.gate: asyncio.Event | None = None
+        self.waits: list[dt.timedelta | None] = []
 
-    async def exchange(self, task: Task) -> TaskCredential:
+    async def exchange(
+        self, task: Task, *, wait_for_approval: dt.timedelta | None = None
+    ) -> TaskCredential:
         self.exchanged.append(task)
+        self.waits.append(wait_for_approval)
         if self.gate is not None:
             await self.gate.wait()
         if self.exchange_error is not None:
@@ -66,7 +70,7 @@ def tasks(clock: FixedClock) -> FakeTasks:
     return FakeTasks(clock)
 
 
-def handle(tasks: FakeTasks, clock: FixedClock, **options: float) -> TaskHandle:
+def handle(tasks: FakeTasks, clock: FixedClock, **options: object) -> TaskHandle:
     return TaskHandle(tasks, TASK, clock=clock, **options)  # type: ignore[arg-type]
 
 
@@ -218,3 +222,13 @@ def test_the_refresh_point_must_be_a_fraction_of_the_lifetime(
 ) -> None:
     with pytest.raises(InvalidRequest, match="refresh_below"):
         handle(tasks, clock, refresh_below=fraction)
+
+
+async def test_only_the_entry_exchange_waits_for_an_approval(
+    tasks: FakeTasks, clock: FixedClock
+) -> None:
+    wait = dt.timedelta(minutes=5)
+    async with handle(tasks, clock, wait_for_approval=wait) as task:
+        clock.advance(dt.timedelta(minutes=9))
+        await task.credential()
+    assert tasks.waits == [wait, None]
