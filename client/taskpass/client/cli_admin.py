@@ -87,7 +87,7 @@ def _print_policy(info: PolicyInfo, previous: str | None, as_json: bool) -> None
         print(json.dumps(data, sort_keys=True))
         return
     for key, value in data.items():
-        print(f"{key}: {value}")
+        print(f"{key}: {'none' if value is None else value}")
 
 
 def _load(args: argparse.Namespace) -> int:
