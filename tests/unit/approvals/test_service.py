@@ -11,6 +11,7 @@ import pytest
 from taskpass.server.approvals.service import Approvals
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from taskpass.server.identity.groups import Groups
 from taskpass.server.store.records import ApprovalRecord, ApprovalState
 from taskpass.server.store.sqlite import SqliteStore
 
@@ -18,6 +19,7 @@ from .conftest import (
     AGENT,
     ALICE,
     BOB,
+    GROUPS,
     NOW,
     ONCALL,
     TTL,
@@ -338,3 +340,43 @@ async def test_a_watcher_does_not_see_requests_it_may_not_decide(approvals: Appr
     item = await asyncio.wait_for(next_item, 2)
     await stream.aclose()
     assert item.approval.approval_id == visible.approval_id
+
+
+async def test_a_waiter_sees_a_decision_whose_signal_it_never_got(
+    store: SqliteStore, clock: FixedClock
+) -> None:
+    # two desks on one store, each with its own signals: like two replicas without NOTIFY
+    here = Approvals(
+        store=store,
+        groups=Groups(GROUPS),
+        clock=clock,
+        ttl=TTL,
+        recheck=dt.timedelta(milliseconds=20),
+    )
+    elsewhere = Approvals(store=store, groups=Groups(GROUPS), clock=clock, ttl=TTL)
+    approval = await ask(here)
+    waiting = asyncio.create_task(here.wait(approval.approval_id, dt.timedelta(minutes=5)))
+    while here.signals.waiting == 0:
+        await asyncio.sleep(0)
+
+    await elsewhere.approve(workload(ALICE), approval.approval_id)
+
+    woken = await asyncio.wait_for(waiting, 2)
+    assert woken.state is ApprovalState.APPROVED
+
+
+async def test_a_replica_notification_wakes_the_waiter_at_once(
+    store: SqliteStore, clock: FixedClock
+) -> None:
+    here = Approvals(store=store, groups=Groups(GROUPS), clock=clock, ttl=TTL)
+    elsewhere = Approvals(store=store, groups=Groups(GROUPS), clock=clock, ttl=TTL)
+    approval = await ask(here)
+    waiting = asyncio.create_task(here.wait(approval.approval_id, dt.timedelta(minutes=5)))
+    while here.signals.waiting == 0:
+        await asyncio.sleep(0)
+
+    await elsewhere.approve(workload(ALICE), approval.approval_id)
+    here.signals.notify(approval.approval_id)  # what a LISTEN callback would do
+
+    woken = await asyncio.wait_for(waiting, 1)  # the default recheck is 5 s
+    assert woken.state is ApprovalState.APPROVED

@@ -40,6 +40,7 @@ from taskpass.server.store.records import (
 from taskpass.server.tasks.descriptor import TaskDescriptor
 
 DEFAULT_TTL = dt.timedelta(minutes=15)
+DEFAULT_RECHECK = dt.timedelta(seconds=5)
 MAX_REASON = 1024
 ID_PREFIX = "apr_"
 
@@ -90,9 +91,13 @@ class Approvals:
         clock: Clock,
         ttl: dt.timedelta = DEFAULT_TTL,
         signals: ApprovalSignals | None = None,
+        recheck: dt.timedelta = DEFAULT_RECHECK,
     ) -> None:
-        if ttl <= dt.timedelta(0):
-            raise ValueError("the approval ttl must be positive")
+        """`recheck`: how often a waiter re-reads its approval even without a signal, so a
+        decision whose notification was lost (another replica's) is still seen soon."""
+        if ttl <= dt.timedelta(0) or recheck <= dt.timedelta(0):
+            raise ValueError("the approval ttl and the recheck interval must be positive")
+        self._recheck = recheck.total_seconds()
         self._store = store
         self._groups = groups
         self._clock = clock
@@ -168,10 +173,10 @@ class Approvals:
                     return approval
                 changed.clear()
                 try:
-                    async with asyncio.timeout(remaining):
+                    async with asyncio.timeout(min(remaining, self._recheck)):
                         await changed.wait()
                 except TimeoutError:
-                    pass  # read once more: the state as it is at the deadline
+                    pass  # read again: a missed signal, or the state at the deadline
 
     async def consume(
         self,
