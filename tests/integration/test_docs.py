@@ -175,8 +175,8 @@ async def test_the_readme_agent_and_relying_party_run_as_written(
     dev_server: DevServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     agent, relying_party, both_async = code_blocks(REPO / "README.md", "python")
-    assert len(agent.code.splitlines()) - agent.code.count("\n\n") == 5
-    assert len(relying_party.code.splitlines()) - relying_party.code.count("\n\n") == 5
+    for five_liner in (agent, relying_party):
+        assert len([line for line in five_liner.code.splitlines() if line.strip()]) <= 5
 
     namespace: dict[str, Any] = {}
     await run_python(dev_server.rebind(agent.code), namespace, "README agent")

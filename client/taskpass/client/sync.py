@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
@@ -215,6 +215,15 @@ class SyncCredentialVerifier(_Wrapper[CredentialVerifier]):
     def from_jwks_url(url: str, **options: Any) -> SyncCredentialVerifier:
         """See `CredentialVerifier.from_jwks_url`."""
         return SyncCredentialVerifier(lambda: CredentialVerifier.from_jwks_url(url, **options))
+
+    @staticmethod
+    def for_issuer(
+        issuer: str, *, audience: str | Collection[str], **options: Any
+    ) -> SyncCredentialVerifier:
+        """See `CredentialVerifier.for_issuer`."""
+        return SyncCredentialVerifier(
+            lambda: CredentialVerifier.for_issuer(issuer, audience=audience, **options)
+        )
 
     def close(self) -> None:
         self.runner.close()

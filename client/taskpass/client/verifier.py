@@ -1,8 +1,6 @@
 """Verifying a taskpass credential where it is used: in a relying party or its sidecar.
 
-    verifier = CredentialVerifier.from_jwks_url(
-        "http://localhost:8080/.well-known/jwks.json",
-        issuer="http://localhost:8080", audience="payments-api")
+    verifier = CredentialVerifier.for_issuer("http://localhost:8080", audience="payments-api")
     credential = await verifier.verify(token, peer_certificate=der_of_the_callers_cert)
 
 Checks, in order, each failing as `InvalidToken` with its `Reason`: a compact JWS of sane size;
@@ -46,7 +44,7 @@ from joserfc.jwt import JWTClaimsRegistry
 
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import InvalidRequest, TaskpassClientError
-from taskpass.client.jwks import KEY_TYPES, GrpcJwks, HttpJwks, JwksCache, JwksSource
+from taskpass.client.jwks import JWKS_PATH, KEY_TYPES, GrpcJwks, HttpJwks, JwksCache, JwksSource
 
 if TYPE_CHECKING:
     from taskpass.client.client import TaskpassClient
@@ -229,6 +227,15 @@ class CredentialVerifier:
         """Keys from `url` (e.g. `http://localhost:8080/.well-known/jwks.json`); `options` are
         the constructor's keyword arguments."""
         return cls(HttpJwks(url), **options)
+
+    @classmethod
+    def for_issuer(
+        cls, issuer: str, *, audience: str | Collection[str], **options: Any
+    ) -> CredentialVerifier:
+        """Keys from where taskpass publishes them under its issuer URL (the `jwks_uri` of its
+        metadata: `<issuer>/.well-known/jwks.json`); use `from_jwks_url` if yours differs."""
+        url = issuer.rstrip("/") + JWKS_PATH
+        return cls(HttpJwks(url), issuer=issuer, audience=audience, **options)
 
     @classmethod
     def from_client(cls, client: TaskpassClient, **options: Any) -> CredentialVerifier:

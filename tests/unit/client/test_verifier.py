@@ -508,3 +508,11 @@ def test_a_misconfigured_verifier_is_refused_at_construction(
 ) -> None:
     with pytest.raises(InvalidRequest):
         CredentialVerifier(source, **{"issuer": ISSUER, "audience": AUDIENCE, **options})
+
+
+@pytest.mark.parametrize(
+    "issuer", ["https://taskpass.example.org", "https://taskpass.example.org/"], ids=["", "slash"]
+)
+def test_for_issuer_reads_the_keys_taskpass_publishes_under_its_issuer_url(issuer: str) -> None:
+    verifier = CredentialVerifier.for_issuer(issuer, audience=AUDIENCE)
+    assert verifier.keys.source.name == "https://taskpass.example.org/.well-known/jwks.json"
