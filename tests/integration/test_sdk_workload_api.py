@@ -14,6 +14,7 @@ import pytest
 from spiffe import X509Source
 
 from taskpass.client import InvalidRequest, Task, Unavailable
+from taskpass.client.sync import SyncTaskpassClient
 from taskpass.client.verifier import certificate_thumbprint
 from taskpass.client.workload_api import from_workload_api, from_x509_source
 from tests.integration.harness import BILLING_BOT, REPORT_BOT, Harness
@@ -136,3 +137,15 @@ async def test_an_agent_that_never_answers_is_unavailable(socket_dir: Path) -> N
         await from_workload_api(
             "localhost:1", socket_path=f"unix://{socket_dir}/dead.sock", startup_timeout=0.2
         )
+
+
+async def test_the_blocking_client_takes_the_same_workload_api_arguments(
+    harness: Harness, agent: WorkloadApiServer
+) -> None:
+    def blocking_agent() -> str:
+        with SyncTaskpassClient.from_workload_api(
+            harness.mtls_target, socket_path=agent.socket
+        ) as client:
+            return client.exchange(READ).token
+
+    assert claims(await asyncio.to_thread(blocking_agent))["sub"] == BILLING_BOT
