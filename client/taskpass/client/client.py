@@ -158,6 +158,7 @@ class TaskpassClient:
             decision_id=decision.decision_id,
             policy_version=decision.policy_version,
             matched_rules=tuple(decision.matched_rules),
+            approval_id=decision.approval_id,
         )
 
     async def complete_task(self, task_id: str) -> tuple[str, ...]:

@@ -35,6 +35,8 @@ class TaskCredential:
     decision_id: str
     policy_version: str
     matched_rules: tuple[str, ...]
+    approval_id: str = ""
+    """Set when an approver allowed this credential (traceable in the audit log)."""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -46,6 +48,7 @@ class TaskCredential:
             "decision_id": self.decision_id,
             "policy_version": self.policy_version,
             "matched_rules": list(self.matched_rules),
+            "approval_id": self.approval_id,
         }
 
 
