@@ -24,7 +24,6 @@ import enum
 import hashlib
 import hmac
 import json
-import ssl
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
@@ -132,14 +131,17 @@ class VerifiedCredential:
 
 def certificate_thumbprint(certificate: PeerCertificate) -> str:
     """RFC 8705 §3.1 `x5t#S256`: base64url(SHA-256(DER of the certificate)), unpadded."""
+    if isinstance(certificate, str):  # text is PEM; bytes are PEM or DER
+        certificate = certificate.encode()
+        if not certificate.lstrip().startswith(b"-----BEGIN"):
+            raise InvalidRequest("the peer certificate is not a PEM certificate")
+    if isinstance(certificate, bytes) and certificate.lstrip().startswith(b"-----BEGIN"):
+        try:
+            certificate = x509.load_pem_x509_certificate(certificate)  # the first of a chain
+        except ValueError as exc:
+            raise InvalidRequest("the peer certificate is not a PEM certificate") from exc
     if isinstance(certificate, x509.Certificate):
         der = certificate.public_bytes(serialization.Encoding.DER)
-    elif isinstance(certificate, str) or certificate.lstrip().startswith(b"-----BEGIN"):
-        text = certificate.encode() if isinstance(certificate, str) else certificate
-        try:
-            der = ssl.PEM_cert_to_DER_cert(text.decode("ascii").strip())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRequest("the peer certificate is not a PEM certificate") from exc
     else:
         der = certificate
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()

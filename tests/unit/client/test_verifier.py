@@ -121,8 +121,9 @@ async def test_a_token_the_real_issuer_signed_verifies(tmp_path: Path, clock: Fi
         AGENT_CERT.pem,
         AGENT_CERT.pem.decode(),
         x509.load_der_x509_certificate(AGENT_CERT.der),
+        AGENT_CERT.pem + OTHER_CERT.pem,
     ],
-    ids=["der", "pem-bytes", "pem-text", "x509-object"],
+    ids=["der", "pem-bytes", "pem-text", "x509-object", "pem-chain-leaf-first"],
 )
 async def test_the_peer_certificate_may_be_der_pem_or_a_certificate_object(
     verifier: CredentialVerifier, key: SigningKey, peer: Any
@@ -131,11 +132,16 @@ async def test_the_peer_certificate_may_be_der_pem_or_a_certificate_object(
     assert credential.bound_to == BINDING
 
 
+@pytest.mark.parametrize(
+    "peer",
+    ["-----BEGIN CERTIFICATE-----\n!!", b"-----BEGIN CERTIFICATE-----\n!!", "MIIB...base64"],
+    ids=["broken-pem-text", "broken-pem-bytes", "text-not-pem"],
+)
 async def test_a_peer_certificate_that_is_not_pem_is_a_bad_request(
-    verifier: CredentialVerifier, key: SigningKey
+    verifier: CredentialVerifier, key: SigningKey, peer: str | bytes
 ) -> None:
     with pytest.raises(InvalidRequest, match="not a PEM certificate"):
-        await verifier.verify(mint(key), peer_certificate="-----BEGIN CERTIFICATE-----\n!!")
+        await verifier.verify(mint(key), peer_certificate=peer)
 
 
 def _swap_payload(key: SigningKey) -> str:
