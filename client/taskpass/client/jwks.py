@@ -82,13 +82,18 @@ class HttpJwks:
             ):
                 if response.status != 200:
                     raise Unavailable(f"GET {self._url} answered HTTP {response.status}")
-                body = await response.content.read(MAX_JWKS_BYTES + 1)
+                body = bytearray()
+                # read(n) returns what has arrived, not n bytes: collect to the end, bounded
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_JWKS_BYTES:
+                        raise Unavailable(
+                            f"the JWKS at {self._url} is larger than {MAX_JWKS_BYTES} bytes"
+                        )
         except aiohttp.ClientError as exc:
             raise Unavailable(f"cannot fetch the JWKS from {self._url}: {exc}") from exc
         except TimeoutError as exc:
             raise Unavailable(f"fetching the JWKS from {self._url} timed out") from exc
-        if len(body) > MAX_JWKS_BYTES:
-            raise Unavailable(f"the JWKS at {self._url} is larger than {MAX_JWKS_BYTES} bytes")
         try:
             document = json.loads(body)
         except ValueError as exc:
