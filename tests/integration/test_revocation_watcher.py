@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,7 +29,7 @@ from taskpass.server.issuer.jws import header_segment, json_segment, sign_compac
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.revocation.events import EventSigner, Initiator
-from taskpass.server.store.records import CredentialRecord, RevocationEvent
+from taskpass.server.store.records import CredentialRecord, NewRevocation, RevocationEvent
 from tests.integration.watching import WAIT, Follower
 
 ISSUER = "https://taskpass.test"
@@ -335,3 +336,70 @@ async def test_a_refusal_the_server_will_not_change_its_mind_on_ends_the_watcher
     error = await asyncio.wait_for(follower.finished(), WAIT)
     assert isinstance(error, PermissionDenied)
     assert fake.requests == [None]
+
+
+REPORT_BOT = "spiffe://example.org/agents/report-bot"
+BATCH = "spiffe://example.org/batch/**"
+
+
+def stored(seq: int, new: NewRevocation, *, lasts: dt.timedelta) -> pb.WatchResponse:
+    """As the store keeps it: numbered, in force for `lasts` (what it revoked lives that long)."""
+    widened = dataclasses.replace(new, expires_at=new.at + lasts)
+    return pb.WatchResponse(event=event_message(RevocationEvent.numbered(seq, widened)))
+
+
+async def follow_script(serve: Serve, keys: Keys, script: Script, clock: FixedClock) -> Follower:
+    client = await serve(FakeServer(scripts=[script], jwks=[keys.ring.jwks()]))
+    follower = Follower(RevocationWatcher(client, issuer=ISSUER, backoff=QUICK, clock=clock))
+    await follower.ready()
+    await follower.stop()
+    return follower
+
+
+async def test_tokens_of_a_revoked_task_or_a_banned_identity_are_revoked_by_their_claims(
+    serve: Serve, tmp_path: Path
+) -> None:
+    keys = Keys(tmp_path)
+    lasts = dt.timedelta(minutes=10)
+    signer = keys.signer
+    script = [
+        stored(
+            1,
+            signer.task(
+                requester=AGENT, task_id="t-7", at=NOW, reason="", initiator=Initiator.USER
+            ),
+            lasts=lasts,
+        ),
+        stored(2, signer.identity(pattern=REPORT_BOT, at=NOW, reason=""), lasts=lasts),
+        stored(3, signer.identity(pattern=BATCH, at=NOW, reason=""), lasts=lasts),
+        heartbeat(3),
+    ]
+    watcher = (await follow_script(serve, keys, script, FixedClock(NOW))).watcher
+    at = int(NOW.timestamp())
+
+    assert watcher.is_revoked("any", subject=AGENT, task_id="t-7")
+    assert not watcher.is_revoked("any", subject=AGENT, task_id="t-8")
+    assert not watcher.is_revoked(
+        "any", subject=REPORT_BOT.replace("report", "other"), task_id="t-7"
+    )
+    assert not watcher.is_revoked("any")  # a task names no jti: the claims are needed
+    assert watcher.is_revoked("any", subject=REPORT_BOT, issued_at=at)
+    assert not watcher.is_revoked("any", subject=REPORT_BOT, issued_at=at + 1)  # after the ban
+    assert watcher.is_token_revoked(
+        {"jti": "j", "sub": "spiffe://example.org/batch/a/b", "iat": at}
+    )
+    assert not watcher.is_token_revoked(
+        {"jti": "j", "sub": "spiffe://example.org/batchx/a", "iat": at}
+    )
+
+
+async def test_revocations_are_forgotten_once_what_they_revoke_has_expired(
+    serve: Serve, tmp_path: Path
+) -> None:
+    keys = Keys(tmp_path)
+    clock = FixedClock(NOW)
+    first = keys.event(1, "jti-1")  # in force for 10 minutes
+    watcher = (await follow_script(serve, keys, [first, heartbeat(1)], clock)).watcher
+    assert watcher.is_revoked("jti-1")
+    clock.advance(dt.timedelta(minutes=10))
+    assert not watcher.is_revoked("jti-1")
