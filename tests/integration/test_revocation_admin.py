@@ -9,8 +9,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from taskpass._proto.v1 import revocation_pb2 as pb
+from taskpass._proto.v1 import revocation_pb2_grpc as pb_grpc
 from taskpass.client import NotFound, PermissionDenied, Task, TaskpassClient
 from taskpass.client.revocations import RevocationAdmin
 from taskpass.client.security_events import RevocationKind
@@ -244,3 +247,20 @@ async def test_cli_revoke_by_a_non_admin_exits_denied(
     )
     assert code == 3
     assert "admins" in err
+
+
+async def test_revoke_with_an_identity_is_a_ban_and_without_a_target_is_invalid(
+    harness: Harness,
+) -> None:
+    async with harness.agent() as agent, harness.agent(ADMIN) as admin:
+        held = await agent.exchange(read_task("t-1"))
+        stub = pb_grpc.RevocationServiceStub(admin.channel)
+        response = await stub.Revoke(pb.RevokeRequest(identity=BILLING_BOT, reason="leaked"))
+        assert list(response.revoked_jtis) == [held.jti]
+        assert response.event.kind == pb.REVOCATION_KIND_IDENTITY
+        listed = await stub.ListBans(pb.ListBansRequest())
+        assert [(b.identity, b.reason) for b in listed.bans] == [(BILLING_BOT, "leaked")]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Revoke(pb.RevokeRequest(reason="no target"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "jti, task or identity" in (refused.value.details() or "")
