@@ -6,8 +6,14 @@ import datetime as dt
 
 import pytest
 
-from taskpass.client import ApprovalPending, FailedPrecondition, Task
-from tests.integration.harness import REPORT_BOT, Harness
+from taskpass.client import (
+    ApprovalPending,
+    FailedPrecondition,
+    InvalidRequest,
+    PermissionDenied,
+    Task,
+)
+from tests.integration.harness import BILLING_BOT, REPORT_BOT, Harness
 
 READ = Task(task_id="t-7", audience="payments-api", action="read", ttl=dt.timedelta(minutes=5))
 
@@ -108,3 +114,44 @@ async def test_completing_an_unknown_task_is_not_found(harness: Harness) -> None
     async with harness.agent() as client:
         with pytest.raises(NotFound, match="t-none"):
             await client.complete_task("t-none")
+
+
+ORCHESTRATOR = "spiffe://example.org/orchestrators/ci"
+
+
+async def test_the_declared_orchestrator_completes_the_task_for_its_agent(harness: Harness) -> None:
+    task = Task(task_id="t-orch", audience="payments-api", action="read", orchestrator=ORCHESTRATOR)
+    async with harness.agent() as agent, harness.agent(ORCHESTRATOR) as ci:
+        credential = await agent.exchange(task)
+        revoked = await ci.complete_task("t-orch", requester=BILLING_BOT)
+        assert revoked == (credential.jti,)
+        assert not (await agent.introspect(credential.token)).active
+
+
+@pytest.mark.parametrize(
+    ("declared", "completer"),
+    [
+        pytest.param("", ORCHESTRATOR, id="task-names-no-orchestrator"),
+        pytest.param(
+            ORCHESTRATOR, "spiffe://example.org/orchestrators/other", id="not-the-named-one"
+        ),
+        pytest.param(REPORT_BOT, REPORT_BOT, id="named-but-not-in-orchestrators-group"),
+    ],
+)
+async def test_nobody_else_completes_a_task_of_another_workload(
+    harness: Harness, declared: str, completer: str
+) -> None:
+    task = Task(task_id="t-o2", audience="payments-api", action="read", orchestrator=declared)
+    async with harness.agent() as agent, harness.agent(completer) as other:
+        credential = await agent.exchange(task)
+        with pytest.raises(PermissionDenied, match="may not complete task 't-o2'"):
+            await other.complete_task("t-o2", requester=BILLING_BOT)
+        assert (await agent.introspect(credential.token)).active
+
+
+async def test_orchestrator_must_be_a_spiffe_id(harness: Harness) -> None:
+    async with harness.agent() as agent:
+        with pytest.raises(InvalidRequest, match=r"task\.orchestrator"):
+            await agent.exchange(
+                Task(task_id="t-o3", audience="payments-api", action="read", orchestrator="ci")
+            )

@@ -126,6 +126,7 @@ def _exchange(args: argparse.Namespace) -> int:
         deadline=args.deadline,
         reason=args.reason,
         attributes=attributes,
+        orchestrator=args.orchestrator,
     )
 
     async def body(client: TaskpassClient) -> int:
@@ -181,7 +182,7 @@ def _wait_seconds(value: str) -> int:
 
 def _complete(args: argparse.Namespace) -> int:
     async def body(client: TaskpassClient) -> int:
-        revoked = await client.complete_task(args.task_id)
+        revoked = await client.complete_task(args.task_id, requester=args.requester)
         _print({"task_id": args.task_id, "revoked_jtis": list(revoked)}, args.json)
         return EXIT_OK
 
@@ -226,6 +227,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ex.add_argument("--reason", default="")
     ex.add_argument("--attribute", action="append", default=[], metavar="KEY=VALUE")
     ex.add_argument(
+        "--orchestrator", default="", help="SPIFFE ID that may complete this task for you"
+    )
+    ex.add_argument(
         "--wait-approval",
         type=_wait_seconds,
         metavar="SECONDS",
@@ -240,6 +244,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     co = commands.add_parser("complete", help="complete a task: revoke all its credentials")
     add_connection_arguments(co)
     co.add_argument("--task-id", required=True)
+    co.add_argument(
+        "--requester", default="", help="complete this workload's task, as its orchestrator"
+    )
     co.add_argument("--json", action="store_true")
     co.set_defaults(func=_complete)
 

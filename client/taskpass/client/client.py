@@ -50,6 +50,7 @@ def _task_proto(task: Task) -> pb.TaskDescriptor:
         requested_ttl_seconds=max(0, int(task.ttl.total_seconds())),
         reason=task.reason,
         attributes=dict(task.attributes),
+        orchestrator=task.orchestrator,
     )
     if task.deadline is not None:
         message.deadline.FromDatetime(task.deadline.astimezone(dt.UTC))
@@ -161,11 +162,14 @@ class TaskpassClient:
             approval_id=decision.approval_id,
         )
 
-    async def complete_task(self, task_id: str) -> tuple[str, ...]:
-        """End the task: every credential issued for it is revoked. Returns their jtis."""
+    async def complete_task(self, task_id: str, *, requester: str = "") -> tuple[str, ...]:
+        """End the task: every credential issued for it is revoked. Returns their jtis.
+
+        `requester` completes another workload's task, as the orchestrator its task named.
+        """
         try:
             response = await self._credentials.CompleteTask(
-                pb.CompleteTaskRequest(task_id=task_id), timeout=self._timeout
+                pb.CompleteTaskRequest(task_id=task_id, requester=requester), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None

@@ -23,6 +23,8 @@ class Task:
     deadline: dt.datetime | None = None
     reason: str = ""
     attributes: Mapping[str, str] = field(default_factory=dict)
+    orchestrator: str = ""
+    """SPIFFE ID of an orchestrator allowed to complete this task for you (optional)."""
 
 
 @dataclass(frozen=True, slots=True)

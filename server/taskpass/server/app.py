@@ -180,6 +180,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         clock=clock,
         approvals=approvals,
         revocation=revocations,
+        is_orchestrator=lambda workload_id: groups.is_member(workload_id, "orchestrators"),
     )
     return Components(
         config=config,

@@ -83,6 +83,7 @@ class TaskDescriptor(_message.Message):
     DEADLINE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    ORCHESTRATOR_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """caller-chosen, unique per requester"""
     audience: _builtins.str
@@ -94,6 +95,8 @@ class TaskDescriptor(_message.Message):
     environment: _builtins.str
     requested_ttl_seconds: _builtins.int
     reason: _builtins.str
+    orchestrator: _builtins.str
+    """optional: SPIFFE ID that may complete it for you"""
     @_builtins.property
     def deadline(self) -> _timestamp_pb2.Timestamp:
         """optional: the credential never outlives it"""
@@ -113,10 +116,11 @@ class TaskDescriptor(_message.Message):
         deadline: _timestamp_pb2.Timestamp | None = ...,
         reason: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        orchestrator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attributes", b"attributes", "audience", b"audience", "deadline", b"deadline", "environment", b"environment", "reason", b"reason", "requested_ttl_seconds", b"requested_ttl_seconds", "sensitivity", b"sensitivity", "task_id", b"task_id", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attributes", b"attributes", "audience", b"audience", "deadline", b"deadline", "environment", b"environment", "orchestrator", b"orchestrator", "reason", b"reason", "requested_ttl_seconds", b"requested_ttl_seconds", "sensitivity", b"sensitivity", "task_id", b"task_id", "tool", b"tool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,15 +259,21 @@ class CompleteTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TASK_ID_FIELD_NUMBER: _builtins.int
+    REQUESTER_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
+    requester: _builtins.str
+    """Empty: the caller's own task. Otherwise the requester whose task the caller completes as
+    its declared orchestrator (TaskDescriptor.orchestrator, and a member of `orchestrators`).
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
+        requester: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requester", b"requester", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,6 +47,7 @@ def task_from_proto(message: pb.TaskDescriptor) -> TaskDescriptor:
             deadline=deadline,
             reason=message.reason,
             attributes=dict(message.attributes),
+            orchestrator=message.orchestrator,
         )
     except InvalidRequest as error:
         # Name the field as the caller sees it in the request message.

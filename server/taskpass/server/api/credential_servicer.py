@@ -77,7 +77,9 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
         try:
             if not request.task_id:
                 raise InvalidRequest("task_id", "is required")
-            revoked = await self._tasks.complete(current_workload(), request.task_id)
+            revoked = await self._tasks.complete(
+                current_workload(), request.task_id, requester=request.requester or None
+            )
         except TaskpassError as error:
             await abort_with(context, error)
         return pb.CompleteTaskResponse(revoked_jtis=revoked)

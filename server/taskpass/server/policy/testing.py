@@ -58,6 +58,7 @@ _TASK_KEYS = frozenset(
         "reason",
         "attributes",
         "deadline_in",
+        "orchestrator",
     }
 )
 _EXPECT_KEYS = frozenset({"outcome", "rules", "ttl_seconds", "scopes", "approvers"})
@@ -201,6 +202,7 @@ def _parse_task(data: object, now: dt.datetime, index: int) -> TaskDescriptor:
             deadline=deadline,
             reason=_text(data.get("reason", ""), "task.reason"),
             attributes=attributes,
+            orchestrator=_text(data.get("orchestrator", ""), "task.orchestrator"),
         )
     except InvalidRequest as exc:
         raise _CaseError(f"task.{exc.field}", exc.message.removeprefix(f"{exc.field}: ")) from None

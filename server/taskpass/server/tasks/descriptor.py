@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from taskpass.server.errors import InvalidRequest
+from taskpass.server.identity.spiffe_id import InvalidSpiffeId, parse_spiffe_id
 
 MAX_TASK_ID = 128
 MAX_AUDIENCE = 256
@@ -69,6 +70,9 @@ class TaskDescriptor:
     deadline: dt.datetime | None = None
     reason: str = ""
     attributes: Mapping[str, str] = field(default_factory=dict)
+    orchestrator: str = ""
+    """The SPIFFE ID of the orchestrator that may complete this task for the requester (optional;
+    it must also be in the `orchestrators` group, and policy can refuse tasks that name one)."""
 
     def __post_init__(self) -> None:
         _check_token("task_id", self.task_id, MAX_TASK_ID)
@@ -85,6 +89,13 @@ class TaskDescriptor:
             raise InvalidRequest("reason", f"is longer than {MAX_REASON} bytes")
         if not self.reason.isprintable():
             raise InvalidRequest("reason", "must be printable text on one line")
+        if self.orchestrator:
+            try:
+                parse_spiffe_id(self.orchestrator)
+            except InvalidSpiffeId as exc:
+                raise InvalidRequest(
+                    "orchestrator", f"is not a valid SPIFFE ID: {exc.reason}"
+                ) from None
         if self.deadline is not None and self.deadline.tzinfo is None:
             raise InvalidRequest("deadline", "must carry a timezone")
         if len(self.attributes) > MAX_ATTRIBUTES:
@@ -116,6 +127,7 @@ class TaskDescriptor:
             "deadline": self.deadline.isoformat() if self.deadline else None,
             "reason": self.reason,
             "attributes": dict(self.attributes),
+            "orchestrator": self.orchestrator,
         }
 
     def digest(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +18,6 @@ from taskpass.server.errors import (
     ApprovalRequired,
     Conflict,
     InvalidRequest,
-    NotFound,
     PermissionDenied,
     PolicyDenied,
 )
@@ -109,6 +109,7 @@ class TaskService:
         clock: Clock,
         approvals: Approvals | None = None,
         revocation: RevocationService | None = None,
+        is_orchestrator: Callable[[str], bool] = lambda _: False,
     ) -> None:
         """Without `approvals`, a pending decision is answered ApprovalRequired with no
         approval id and nothing to wait for (tests of the exchange alone). Without
@@ -120,6 +121,7 @@ class TaskService:
         self._clock = clock
         self._approvals = approvals
         self._revocation = revocation
+        self._is_orchestrator = is_orchestrator
 
     async def exchange(
         self,
@@ -302,21 +304,34 @@ class TaskService:
             approval_id=approval_id,
         )
 
-    async def complete(self, workload: Workload, task_id: str) -> list[str]:
-        """End the requester's task: every credential of it is revoked. Returns the revoked jtis."""
+    async def complete(
+        self, workload: Workload, task_id: str, *, requester: str | None = None
+    ) -> list[str]:
+        """End a task: every credential of it is revoked. Returns the revoked jtis.
+
+        The caller completes its own task, or, with `requester`, a task whose descriptor named the
+        caller as its orchestrator, when the caller is also in the `orchestrators` group.
+        """
         now = self._clock.now()
+        owner = requester or workload.id
+        if owner != workload.id:
+            await self._check_orchestrator(workload, owner, task_id)
         event = None
         if self._revocation is not None:
-            event = self._revocation.task_completed(requester=workload.id, task_id=task_id, at=now)
+            event = self._revocation.task_completed(requester=owner, task_id=task_id, at=now)
         revoked, stored = await self._store.credentials.complete_task(
-            requester=workload.id,
+            requester=owner,
             task_id=task_id,
             at=now,
             audit=AuditEntry(
                 kind="task_completed",
                 actor=workload.id,
                 at=now,
-                payload={"workload": _workload_audit(workload), "task_id": task_id},
+                payload={
+                    "workload": _workload_audit(workload),
+                    "requester": owner,
+                    "task_id": task_id,
+                },
             ),
             event=event,
         )
@@ -335,8 +350,13 @@ class TaskService:
             return Introspection(active=False, claims={})
         return Introspection(active=True, claims=claims)
 
-    async def require_task(self, workload: Workload, task_id: str) -> TaskRecord:
-        task = await self._store.credentials.get_task(workload.id, task_id)
-        if task is None:
-            raise NotFound(f"no task {task_id!r} for {workload.id}")
-        return task
+    async def _check_orchestrator(self, workload: Workload, requester: str, task_id: str) -> None:
+        task = await self._store.credentials.get_task(requester, task_id)
+        declared = task.descriptor.get("orchestrator") if task is not None else None
+        if declared != workload.id or not self._is_orchestrator(workload.id):
+            # The same answer whether or not the task exists: no probing of others' task ids.
+            raise PermissionDenied(
+                f"{workload.id} may not complete task {task_id!r} of {requester}: only the "
+                "requester, or the orchestrator its task descriptor names (and which is in the "
+                "orchestrators group), may complete it"
+            )
