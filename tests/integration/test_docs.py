@@ -264,7 +264,7 @@ async def test_the_sidecar_check_answers_200_or_401_with_the_reason(
     dev_server: DevServer,
 ) -> None:
     blocks = code_blocks(REPO / "docs/sidecar.md", "python")
-    assert [b.tags for b in blocks] == [frozenset({"to-be-confirmed"}), frozenset()]
+    assert [b.tags for b in blocks] == [frozenset(), frozenset()]
     namespace: dict[str, Any] = {}
     await run_python(dev_server.rebind(blocks[1].code), namespace, "sidecar.md")
     token = await bound_token(dev_server, "t-sidecar")
@@ -318,3 +318,32 @@ def test_the_spire_pod_mounts_the_agent_socket_where_the_sdk_looks() -> None:
     assert env["SPIFFE_ENDPOINT_SOCKET"] == f"unix://{mount['mountPath']}/agent.sock"
     (volume,) = pod["spec"]["volumes"]
     assert volume["csi"]["driver"] == "csi.spiffe.io"
+
+
+async def test_the_sidecar_follows_the_stream_and_refuses_a_completed_task(
+    dev_server: DevServer,
+) -> None:
+    blocks = code_blocks(REPO / "docs/sidecar.md", "python")
+    namespace: dict[str, Any] = {}
+    await run_python(dev_server.rebind(blocks[0].code), namespace, "sidecar.md")
+    await run_python(dev_server.rebind(blocks[1].code), namespace, "sidecar.md")
+    caller = dev_server.identity("agents/billing-bot").der
+    answers: list[tuple[int, dict[str, Any]]] = []
+
+    async def handle_requests(verifier: CredentialVerifier) -> None:
+        async with dev_server.client() as agent:
+            issued = await agent.exchange(
+                Task(task_id="t-side-2", audience="payments-api", action="read")
+            )
+            answers.append(await namespace["check"](verifier, issued.token, caller))
+            await agent.complete_task("t-side-2")
+        for _ in range(100):  # the completion reaches the sidecar within milliseconds
+            answer = await namespace["check"](verifier, issued.token, caller)
+            if answer[0] == 401:
+                answers.append(answer)
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(namespace["serve"](handle_requests), timeout=10)
+    assert answers[0][0] == 200
+    assert answers[1] == (401, {"error": "invalid_token", "reason": "revoked"})

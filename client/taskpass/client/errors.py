@@ -9,7 +9,8 @@ TaskpassClientError
 ├── FailedPrecondition   FAILED_PRECONDITION otherwise (e.g. task already completed)
 ├── NotFound             NOT_FOUND
 ├── ResourceExhausted    RESOURCE_EXHAUSTED
-└── Unavailable          UNAVAILABLE / DEADLINE_EXCEEDED / handshake refused: retry or fix TLS
+├── Unavailable          UNAVAILABLE / DEADLINE_EXCEEDED / handshake refused: retry or fix TLS
+└── InvalidToken         (verifier.py) a credential failed offline verification (`reason`)
 """
 
 from __future__ import annotations
