@@ -106,6 +106,45 @@ class AuditVerification:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKeyInfo:
+    """One of the server's signing keys: next (published, not signing yet), active, retired."""
+
+    kid: str
+    alg: str
+    state: str
+    created_at: dt.datetime
+    signs_from: dt.datetime | None
+    retired_at: dt.datetime | None
+    published_until: dt.datetime | None
+
+    @classmethod
+    def from_proto(cls, m: pb.SigningKeyInfo) -> SigningKeyInfo:
+        return cls(
+            kid=m.kid,
+            alg=m.alg,
+            state=m.state,
+            created_at=_time(m.created_at),
+            signs_from=_time(m.signs_from) if m.HasField("signs_from") else None,
+            retired_at=_time(m.retired_at) if m.HasField("retired_at") else None,
+            published_until=(_time(m.published_until) if m.HasField("published_until") else None),
+        )
+
+    def as_json(self) -> dict[str, object]:
+        def text(value: dt.datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "kid": self.kid,
+            "alg": self.alg,
+            "state": self.state,
+            "created_at": text(self.created_at),
+            "signs_from": text(self.signs_from),
+            "retired_at": text(self.retired_at),
+            "published_until": text(self.published_until),
+        }
+
+
 class AdminClient:
     """AdminService over a channel (share a TaskpassClient's with `over`)."""
 
@@ -173,3 +212,20 @@ class AdminClient:
             bad_seq=r.bad_seq,
             message=r.message,
         )
+
+    async def rotate_signing_key(self) -> SigningKeyInfo:
+        """Publish a new signing key; it signs from `signs_from` on (admins)."""
+        try:
+            r = await self._stub.RotateSigningKey(
+                pb.RotateSigningKeyRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return SigningKeyInfo.from_proto(r.next)
+
+    async def list_signing_keys(self) -> list[SigningKeyInfo]:
+        try:
+            r = await self._stub.ListSigningKeys(pb.ListSigningKeysRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return [SigningKeyInfo.from_proto(k) for k in r.keys]

@@ -156,3 +156,36 @@ def register_policy_commands(
     show.add_argument("--json", action="store_true")
     show.add_argument("--document", action="store_true", help="print the document itself")
     show.set_defaults(func=_show)
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    async def body(client: TaskpassClient) -> int:
+        upcoming = await AdminClient.over(client).rotate_signing_key()
+        print(json.dumps(upcoming.as_json(), sort_keys=True))
+        return EXIT_OK
+
+    return run_client_command(args, body)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    async def body(client: TaskpassClient) -> int:
+        for key in await AdminClient.over(client).list_signing_keys():
+            print(json.dumps(key.as_json(), sort_keys=True))
+        return EXIT_OK
+
+    return run_client_command(args, body)
+
+
+def register_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("keys", help="the server's signing keys and their rotation (admins)")
+    sub = p.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    rotate = sub.add_parser(
+        "rotate",
+        help="publish a new signing key now; it signs after the grace period, and the old one "
+        "stays published until its last token expires",
+    )
+    add_connection_arguments(rotate)
+    rotate.set_defaults(func=_rotate)
+    listing = sub.add_parser("list", help="next, active and retired keys as JSON lines")
+    add_connection_arguments(listing)
+    listing.set_defaults(func=_keys)

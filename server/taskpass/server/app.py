@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from taskpass.server.identity.workload import Workload
 from taskpass.server.identity.x509_svid import X509SvidVerifier
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.metadata import authorization_server_metadata
+from taskpass.server.issuer.rotation import KeyRotation, OnChange
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.signing import PolicyVerifier
@@ -102,6 +104,7 @@ class Components:
     revocations: RevocationService
     approvals: Approvals
     audit: AuditTrail
+    rotation: KeyRotation
 
 
 def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Attestor:
@@ -144,6 +147,18 @@ async def _revocations(
         bans=BanList(await store.bans.list_bans()),
         clock=clock,
     )
+
+
+def _audit_key_change(store: Store, clock: Clock) -> OnChange:
+    async def record(what: str, details: dict[str, object]) -> None:
+        payload = {
+            k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in details.items()
+        }
+        await store.audit.append(
+            AuditEntry(kind=what, actor="taskpass", at=clock.now(), payload=payload)
+        )
+
+    return record
 
 
 async def build_components(config: ServerConfig, clock: Clock) -> Components:
@@ -196,6 +211,12 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         revocations=revocations,
         approvals=approvals,
         audit=AuditTrail(store.audit),
+        rotation=KeyRotation(
+            keys=keys,
+            clock=clock,
+            publish_grace=config.issuer.rotation_grace,
+            on_change=_audit_key_change(store, clock),
+        ),
     )
 
 
@@ -204,7 +225,7 @@ def build_servicers(c: Components) -> list[Servicer]:
         CredentialServicer(tasks=c.tasks, jwks_json=c.keys.jwks_json),
         RevocationServicer(revocations=c.revocations),
         ApprovalServicer(approvals=c.approvals, clock=c.clock),
-        AdminServicer(policy=c.policy, audit=c.audit),
+        AdminServicer(policy=c.policy, audit=c.audit, rotation=c.rotation),
     ]
 
 
@@ -333,6 +354,7 @@ class TaskpassServer:
             )
             self._http, self.ports.http = await start_http(http_app, listen.http_address)
         self.spawn(self._reload_bundles())
+        self.spawn(c.rotation.run(c.config.issuer.rotation_check_interval))
         self.spawn(c.policy.watch(c.config.policy.reload_interval.total_seconds() or 5.0))
         revocations = c.revocations
         self.spawn(revocations.hub.run())

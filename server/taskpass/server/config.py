@@ -105,6 +105,10 @@ class IssuerConfig:
     """ES256 (default) or EdDSA."""
     key_dir: Path
     """Where signing keys persist (created 0700, key files 0600)."""
+    rotation_grace: dt.timedelta = dt.timedelta(seconds=120)
+    """How long a rotated-in key is published before it signs (>= relying parties' JWKS cache)."""
+    rotation_check_interval: dt.timedelta = dt.timedelta(seconds=10)
+    """How often pending promotions and prunable retired keys are looked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +319,8 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         issuer=issuer_t.string("issuer"),
         algorithm=algorithm,
         key_dir=path(issuer_t.string("key_dir", str(data_dir / "keys"))),
+        rotation_grace=issuer_t.duration("rotation_grace_seconds", 120),
+        rotation_check_interval=issuer_t.duration("rotation_check_seconds", 10),
     )
     issuer_t.finish()
 

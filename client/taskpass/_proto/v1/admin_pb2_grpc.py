@@ -55,6 +55,16 @@ class AdminServiceStub:
                 request_serializer=taskpass_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=taskpass_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.RotateSigningKey = channel.unary_unary(
+                '/taskpass.v1.AdminService/RotateSigningKey',
+                request_serializer=taskpass_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=taskpass_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.ListSigningKeys = channel.unary_unary(
+                '/taskpass.v1.AdminService/ListSigningKeys',
+                request_serializer=taskpass_dot_v1_dot_admin__pb2.ListSigningKeysRequest.SerializeToString,
+                response_deserializer=taskpass_dot_v1_dot_admin__pb2.ListSigningKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -84,6 +94,18 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateSigningKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSigningKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +128,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=taskpass_dot_v1_dot_admin__pb2.VerifyAuditRequest.FromString,
                     response_serializer=taskpass_dot_v1_dot_admin__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=taskpass_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=taskpass_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.SerializeToString,
+            ),
+            'ListSigningKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSigningKeys,
+                    request_deserializer=taskpass_dot_v1_dot_admin__pb2.ListSigningKeysRequest.FromString,
+                    response_serializer=taskpass_dot_v1_dot_admin__pb2.ListSigningKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +248,60 @@ class AdminService:
             '/taskpass.v1.AdminService/VerifyAudit',
             taskpass_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
             taskpass_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskpass.v1.AdminService/RotateSigningKey',
+            taskpass_dot_v1_dot_admin__pb2.RotateSigningKeyRequest.SerializeToString,
+            taskpass_dot_v1_dot_admin__pb2.RotateSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSigningKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskpass.v1.AdminService/ListSigningKeys',
+            taskpass_dot_v1_dot_admin__pb2.ListSigningKeysRequest.SerializeToString,
+            taskpass_dot_v1_dot_admin__pb2.ListSigningKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

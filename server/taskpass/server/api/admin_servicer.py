@@ -19,6 +19,8 @@ from taskpass.server.api.convert import timestamp
 from taskpass.server.api.status import abort_with
 from taskpass.server.audit.trail import AuditTrail
 from taskpass.server.errors import InvalidRequest, TaskpassError
+from taskpass.server.issuer.keys import KeyState, SigningKey
+from taskpass.server.issuer.rotation import KeyRotation
 from taskpass.server.policy.source import LoadedPolicy, ReloadablePolicy
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.records import AuditRecord
@@ -33,6 +35,8 @@ AUTHORIZATION: dict[str, Access] = {
     f"/{SERVICE}/GetPolicy": Access.members_of(ADMINS),
     f"/{SERVICE}/ExportAudit": Access.members_of(AUDITORS, ADMINS),
     f"/{SERVICE}/VerifyAudit": Access.members_of(AUDITORS, ADMINS),
+    f"/{SERVICE}/RotateSigningKey": Access.members_of(ADMINS),
+    f"/{SERVICE}/ListSigningKeys": Access.members_of(ADMINS, AUDITORS),
 }
 
 
@@ -61,10 +65,26 @@ def _record_proto(record: AuditRecord) -> pb.AuditRecord:
     )
 
 
+def _key_info(rotation: KeyRotation, key: SigningKey) -> pb.SigningKeyInfo:
+    info = pb.SigningKeyInfo(
+        kid=key.kid, alg=key.alg, state=key.state.value, created_at=timestamp(key.created_at)
+    )
+    if key.state is KeyState.NEXT:
+        info.signs_from.CopyFrom(timestamp(rotation.signs_from(key)))
+    if key.retired_at is not None:
+        info.retired_at.CopyFrom(timestamp(key.retired_at))
+    if key.state is KeyState.RETIRED and key.max_token_expiry is not None:
+        info.published_until.CopyFrom(timestamp(key.max_token_expiry))
+    return info
+
+
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, *, policy: ReloadablePolicy, audit: AuditTrail) -> None:
+    def __init__(
+        self, *, policy: ReloadablePolicy, audit: AuditTrail, rotation: KeyRotation
+    ) -> None:
         self._policy = policy
         self._audit = audit
+        self._rotation = rotation
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_AdminServiceServicer_to_server(self, server)
@@ -115,3 +135,19 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             bad_seq=result.seq or 0,
             message=result.message,
         )
+
+    async def RotateSigningKey(
+        self, request: pb.RotateSigningKeyRequest, context: Context
+    ) -> pb.RotateSigningKeyResponse:
+        try:
+            started = await self._rotation.begin()
+        except TaskpassError as error:
+            await abort_with(context, error)
+        upcoming = next(k for k in self._rotation.keys.signing_keys() if k.kid == started.next_kid)
+        return pb.RotateSigningKeyResponse(next=_key_info(self._rotation, upcoming))
+
+    async def ListSigningKeys(
+        self, request: pb.ListSigningKeysRequest, context: Context
+    ) -> pb.ListSigningKeysResponse:
+        keys = self._rotation.keys.signing_keys()
+        return pb.ListSigningKeysResponse(keys=[_key_info(self._rotation, k) for k in keys])

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_revocation.register(commands)
     cli_approvals.register(commands)
     cli_admin.register(commands)
+    cli_admin.register_key_commands(commands)
     cli_verify.register(commands)
     return parser
 
