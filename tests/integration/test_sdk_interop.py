@@ -52,3 +52,34 @@ async def test_pyjwt_rejects_a_tampered_credential_with_the_same_jwks(harness: H
     )
     with pytest.raises(pyjwt.InvalidSignatureError):
         pyjwt.decode(tampered, signing_key, algorithms=["ES256"], audience="payments-api")
+
+
+async def test_a_revocation_set_verifies_with_pyjwt_and_the_published_jwks(
+    harness: Harness,
+) -> None:
+    async with harness.agent() as client:
+        credential = await client.exchange(Task("t-set", "payments-api", "read"))
+        await client.complete_task("t-set")
+    events = await harness.server.store.revocations.read_after(0, limit=10)
+    set_token = events[-1].set_token
+    url = f"http://127.0.0.1:{harness.server.ports.http}{JWKS_PATH}"
+    signing_key = await asyncio.to_thread(
+        pyjwt.PyJWKClient(url, cache_keys=False).get_signing_key_from_jwt, set_token
+    )
+    # RFC 8417: a SET has no `exp` and no `aud` of ours to check; iss, iat and jti it has.
+    claims = pyjwt.decode(
+        set_token,
+        signing_key,
+        algorithms=["ES256", "EdDSA"],
+        issuer=ISSUER,
+        options={"verify_aud": False, "require": ["iss", "iat", "jti"]},
+    )
+    assert pyjwt.get_unverified_header(set_token)["typ"] == "secevent+jwt"
+    assert claims["txn"] == "t-set"
+    assert list(claims["events"]) == [
+        "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+    ]
+    assert claims["sub_id"]["format"] == "complex"
+    assert claims["sub_id"]["session"] == {"format": "opaque", "id": "t-set"}
+    assert claims["sub_id"]["user"]["sub"] == BILLING_BOT
+    assert credential.jti
