@@ -8,6 +8,7 @@ the config file), and every problem is a ConfigError naming the key.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,6 +113,27 @@ class IssuerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    exchanges_per_second: float | None = None
+    """Sustained Exchange calls per second per workload identity (a token bucket each); None,
+    the key left out, means no rate limit."""
+    burst: int = 1
+    """Exchange calls an idle identity may make at once (default: twice the rate, at least 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    check_interval: dt.timedelta = dt.timedelta(seconds=5)
+    """How often readiness (store ping, signing key) is re-checked for the gRPC health service."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownConfig:
+    grace: dt.timedelta = dt.timedelta(seconds=10)
+    """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     dsn: str
     """sqlite:///path/to.db (embedded default) or postgresql://..."""
@@ -132,6 +154,9 @@ class ServerConfig:
     """Dev mode accepts unsigned policy and says so loudly at startup. Never in production."""
     approvals: ApprovalsConfig = field(default_factory=ApprovalsConfig)
     revocation: RevocationConfig = field(default_factory=RevocationConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -333,6 +358,16 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     groups = {name: groups_t.strings(name) for name in list(groups_t._data)}
     groups_t.finish()
 
+    limits = _limits(root.table("limits"))
+    health_t = root.table("health")
+    health = HealthConfig(check_interval=health_t.duration("check_seconds", 5))
+    if health.check_interval <= dt.timedelta(0):
+        raise ConfigError("config: health.check_seconds must be greater than zero")
+    health_t.finish()
+    shutdown_t = root.table("shutdown")
+    shutdown = ShutdownConfig(grace=shutdown_t.duration("grace_seconds", 10))
+    shutdown_t.finish()
+
     root.finish()
     return ServerConfig(
         listen=listen,
@@ -346,7 +381,25 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         dev_mode=dev_mode,
         approvals=ApprovalsConfig(ttl=ttl),
         revocation=revocation,
+        limits=limits,
+        health=health,
+        shutdown=shutdown,
     )
+
+
+def _limits(table: _Table) -> LimitsConfig:
+    has_burst = "burst" in table._data
+    rate = table.take("exchanges_per_second", None)
+    if rate is None:
+        if has_burst:
+            raise ConfigError("config: limits.burst needs limits.exchanges_per_second")
+        table.finish()
+        return LimitsConfig()
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+        raise ConfigError("config: limits.exchanges_per_second must be a positive number")
+    burst = table.integer("burst", max(1, math.ceil(2 * rate)))
+    table.finish()
+    return LimitsConfig(exchanges_per_second=float(rate), burst=burst)
 
 
 def load_config(file: Path) -> ServerConfig:
