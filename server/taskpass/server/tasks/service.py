@@ -39,10 +39,16 @@ from taskpass.server.store.records import (
 from taskpass.server.tasks.descriptor import TaskDescriptor
 
 
+class Decider(Protocol):
+    """What the exchange needs of a policy engine (a PolicyEngine, or one wrapped to be timed)."""
+
+    def decide(self, request: PolicyRequest) -> Decision: ...
+
+
 class PolicySource(Protocol):
     """Where the policy in force comes from (a file now; signed, reloadable documents later)."""
 
-    def current(self) -> PolicyEngine: ...
+    def current(self) -> Decider: ...
 
 
 class StaticPolicy:
