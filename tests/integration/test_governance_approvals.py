@@ -323,6 +323,7 @@ async def test_every_step_of_the_flow_is_in_the_audit_log(gov: Harness) -> None:
 
     assert kinds == [
         "policy_loaded",
+        "key_shared",  # the server's signing key, in the JWKS shared by replicas
         "approval_requested",
         "decision",
         "approval_granted",
@@ -335,6 +336,6 @@ async def test_every_step_of_the_flow_is_in_the_audit_log(gov: Harness) -> None:
         "approval_denied",
     ]
     records = await audit_log(gov)
-    assert records[4].payload["approval_id"] == approval_id
-    assert records[6].payload["jti"] == credential.jti
+    assert records[5].payload["approval_id"] == approval_id
+    assert records[7].payload["jti"] == credential.jti
     assert records[0].payload["policy_version"] == credential.policy_version

@@ -234,10 +234,11 @@ async def test_audit_verify_and_export_from_the_cli(
     denied_code, _, denied_err = await run(capsys, "audit", "verify", *agent)
 
     assert (ok_code, export_code) == (0, 0)
-    assert ok_out.startswith("audit log ok: 3 records")
+    assert ok_out.startswith("audit log ok: 4 records")
     records = [json.loads(line) for line in export_out.splitlines()]
-    assert [r["kind"] for r in records] == ["policy_loaded", "approval_requested", "decision"]
-    assert [r["seq"] for r in records] == [1, 2, 3]
+    kinds = ["policy_loaded", "key_shared", "approval_requested", "decision"]
+    assert [r["kind"] for r in records] == kinds
+    assert [r["seq"] for r in records] == [1, 2, 3, 4]
     assert records[1]["prev_hash"] == records[0]["hash"]
     assert none_out == ""
     assert bad_code == 6

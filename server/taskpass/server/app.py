@@ -52,15 +52,17 @@ from taskpass.server.identity.x509_svid import X509SvidVerifier
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.metadata import authorization_server_metadata
 from taskpass.server.issuer.rotation import KeyRotation, OnChange
+from taskpass.server.issuer.shared_jwks import SharedKeys, replica_name
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.signing import PolicyVerifier
 from taskpass.server.policy.source import ReloadablePolicy
+from taskpass.server.replication.changes import ReplicaChanges
 from taskpass.server.revocation.bans import BanList
 from taskpass.server.revocation.events import EventSigner
 from taskpass.server.revocation.hub import HubSettings, RevocationHub
 from taskpass.server.revocation.service import RevocationService
-from taskpass.server.store.base import EventNotifier, Store
+from taskpass.server.store.base import ChangeNotifier, EventNotifier, Store
 from taskpass.server.store.factory import open_store
 from taskpass.server.store.records import AuditEntry
 from taskpass.server.tasks.service import TaskService
@@ -105,6 +107,7 @@ class Components:
     approvals: Approvals
     audit: AuditTrail
     rotation: KeyRotation
+    shared_keys: SharedKeys
 
 
 def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Attestor:
@@ -180,8 +183,12 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         audit=store.audit,
         clock=clock,
     )
+    shared_keys = SharedKeys(
+        ring=keys, store=store.keys, clock=clock, replica=replica_name(config.issuer.key_dir)
+    )
     try:
         await policy.start()  # a bad or unsigned policy stops the server here
+        await shared_keys.start()  # published before it signs; the other replicas' merged
     except BaseException:
         await store.close()
         raise
@@ -215,8 +222,9 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
             keys=keys,
             clock=clock,
             publish_grace=config.issuer.rotation_grace,
-            on_change=_audit_key_change(store, clock),
+            on_change=shared_keys.publishing(_audit_key_change(store, clock)),
         ),
+        shared_keys=shared_keys,
     )
 
 
@@ -359,7 +367,15 @@ class TaskpassServer:
         revocations = c.revocations
         self.spawn(revocations.hub.run())
         self.spawn(revocations.keep_bans_fresh(c.config.revocation.bans_refresh_interval))
-        if isinstance(c.store, EventNotifier):  # other replicas' commits wake the fan-out too
+        self.spawn(c.shared_keys.run())
+        if isinstance(c.store, ChangeNotifier):  # other replicas' commits wake who re-reads them
+            changes = ReplicaChanges(
+                revocations=revocations.hub.notify,
+                approvals=c.approvals.signals,
+                keys=c.shared_keys.notify,
+            )
+            self.spawn(c.store.follow(changes))
+        elif isinstance(c.store, EventNotifier):
             self.spawn(c.store.listen(revocations.hub.notify))
 
     def _metadata(self) -> dict[str, Any]:

@@ -60,6 +60,15 @@ class ApprovalSignals:
         for subscription in self._subscriptions:
             subscription._put(approval_id)
 
+    def notify_all(self) -> None:
+        """Any approval may have changed (another replica's changes went unannounced while the
+        notification connection was down): every waiter re-reads, every watcher resyncs."""
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+        for subscription in self._subscriptions:
+            subscription._put(RESYNC)
+
     @contextlib.contextmanager
     def waiter(self, approval_id: str) -> Iterator[asyncio.Event]:
         """An event set on every change of `approval_id` while the block runs. Register before

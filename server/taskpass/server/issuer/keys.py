@@ -321,6 +321,27 @@ class KeyRing:
             self._jwks_json = None
             self._version += 1
 
+    def set_published(self, jwks_keys: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Publish exactly these keys of other replicas, dropping the ones not listed (their
+        publication has ended); this server's own keys are never affected. A key that fails
+        the checks of add_published is left out; returns what was left out (kids, or "?")."""
+        accepted: dict[str, dict[str, Any]] = {}
+        rejected: list[str] = []
+        for member in jwks_keys:
+            try:
+                public = _validated_public_jwk(member)
+            except ConfigError:
+                rejected.append(str(member.get("kid", "?"))[:64])
+                continue
+            if public["kid"] not in self._keys:
+                accepted[public["kid"]] = public
+        if accepted != self._extra:
+            self._extra = accepted
+            self._jwks = None
+            self._jwks_json = None
+            self._version += 1
+        return rejected
+
     # -- internals -------------------------------------------------------------------------------
 
     def _find_optional(self, state: KeyState) -> SigningKey | None:

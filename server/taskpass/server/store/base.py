@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
@@ -23,6 +24,7 @@ from taskpass.server.store.records import (
     BanRecord,
     CredentialRecord,
     NewRevocation,
+    PublishedKey,
     RevocationEvent,
     RevocationSnapshot,
     TaskRecord,
@@ -179,6 +181,21 @@ class BanStore(Protocol):
         ...
 
 
+class KeyStore(Protocol):
+    """The shared JWKS: each replica's public signing keys, so any replica verifies any token."""
+
+    async def publish(self, key: PublishedKey, *, audit: AuditEntry) -> PublishedKey:
+        """Publish `key`, or, when its kid is already published, keep it published at least
+        until `key.publish_until` (a publication is never shortened: tokens may rely on it).
+        `audit` is written, in the same transaction, only when the kid is new. Returns the key
+        as stored. Raises Conflict if the kid is published with a different JWK."""
+        ...
+
+    async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
+        """The keys published until after `now`, oldest publication first."""
+        ...
+
+
 class AuditLog(Protocol):
     """The append-only, hash-chained audit log (see audit_chain)."""
 
@@ -208,6 +225,9 @@ class Store(Protocol):
 
     @property
     def bans(self) -> BanStore: ...
+
+    @property
+    def keys(self) -> KeyStore: ...
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (see migrate)."""
@@ -248,4 +268,33 @@ class EventNotifier(Protocol):
         replica, and once whenever the notification connection is (re)established, since
         changes may have committed while it was down: the consumer re-reads the table then,
         and so misses nothing. Runs until the store closes or the task is cancelled."""
+        ...
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreChange:
+    """What a notification says another replica committed (see ChangeNotifier)."""
+
+    everything: bool = False
+    """Anything may have changed: the notification connection was (re)made, so commits made
+    meanwhile were never announced, or the notification was not understood. Re-read it all."""
+    events: bool = False
+    """Revocation events were appended."""
+    approvals: frozenset[str] = frozenset()
+    """Approvals created, decided or used, by id."""
+    keys: bool = False
+    """A signing key was published or its publication extended."""
+
+
+@runtime_checkable
+class ChangeNotifier(Protocol):
+    """Optional: a store that says what another replica committed, not only that it did.
+
+    PostgreSQL does (the NOTIFY payload names it). Wire it instead of EventNotifier.listen when
+    the store has it: `spawn(store.follow(dispatcher))`.
+    """
+
+    async def follow(self, callback: Callable[[StoreChange], None]) -> None:
+        """Call `callback(change)` for every change committed by any replica (this one too),
+        and `callback(StoreChange(everything=True))` whenever the notification connection is
+        (re)established. Runs until the store closes or the task is cancelled."""
         ...

@@ -2,7 +2,7 @@
 
 Writes go through the PgBatchWriter (postgres_writer: batched, numbered under an advisory lock);
 reads use the same connection pool. `listen` (postgres_listen) tells a replica when another one
-committed revocation events.
+committed revocation events; `follow` also says what changed (postgres_notify).
 
 The DSN is libpq's URI form; any query parameter asyncpg does not know is a server setting, so
 `postgresql://taskpass@db/taskpass?search_path=taskpass` keeps the tables in schema `taskpass`.
@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,8 +22,8 @@ import asyncpg
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from taskpass.server.store import postgres_codec as codec
-from taskpass.server.store import postgres_schema
-from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store import postgres_notify, postgres_schema
+from taskpass.server.store.base import MAX_PAGE, StoreChange
 from taskpass.server.store.postgres_approvals import PostgresApprovals
 from taskpass.server.store.postgres_bans import PostgresBans
 from taskpass.server.store.postgres_errors import (
@@ -31,7 +31,13 @@ from taskpass.server.store.postgres_errors import (
     DRIVER_ERRORS,
     startup_error,
 )
-from taskpass.server.store.postgres_listen import Callback, EventListener, ReconnectBackoff
+from taskpass.server.store.postgres_keys import PostgresKeys
+from taskpass.server.store.postgres_listen import (
+    Callback,
+    EventListener,
+    PayloadCallback,
+    ReconnectBackoff,
+)
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import (
     DEFAULT_MAX_BATCH,
@@ -307,6 +313,7 @@ class PostgresStore:
         self._audit = PostgresAudit(self._writer, self._reader)
         self._approvals = PostgresApprovals(self._writer, self._reader)
         self._bans = PostgresBans(self._writer, self._reader)
+        self._keys = PostgresKeys(self._writer, self._reader)
         self._listeners: set[EventListener] = set()
         self._pool: Any = None
 
@@ -329,6 +336,10 @@ class PostgresStore:
     @property
     def bans(self) -> PostgresBans:
         return self._bans
+
+    @property
+    def keys(self) -> PostgresKeys:
+        return self._keys
 
     @property
     def writer_stats(self) -> WriterStats:
@@ -416,6 +427,18 @@ class PostgresStore:
         replica), and once each time the LISTEN connection is (re)established, so a consumer
         that re-reads the table then misses nothing. Runs until the store closes or the task
         is cancelled; a dropped connection is re-made with backoff."""
+        await self._listen(lambda _payload: callback())
+
+    async def follow(self, callback: Callable[[StoreChange], None]) -> None:
+        """As listen, saying what changed (see base.ChangeNotifier and postgres_notify)."""
+        everything = StoreChange(everything=True)
+
+        def changed(payload: str | None) -> None:
+            callback(everything if payload is None else postgres_notify.decode(payload))
+
+        await self._listen(changed)
+
+    async def _listen(self, callback: PayloadCallback) -> None:
         if self._pool is None:
             raise Unavailable("store is closed")
         listener = EventListener(
@@ -426,7 +449,7 @@ class PostgresStore:
         )
         self._listeners.add(listener)
         try:
-            await listener.run(callback)
+            await listener.run_with_payloads(callback)
         finally:
             self._listeners.discard(listener)
 

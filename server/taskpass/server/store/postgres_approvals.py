@@ -3,8 +3,8 @@ row, the twin of sqlite_approvals.
 
 Every state change is one conditional UPDATE inside the writer's transaction (which holds the
 write lock), so of two approvers, or two exchanges presenting one grant, on any replicas,
-exactly one wins. A decision is announced (NOTIFY) so an exchange waiting on another replica
-learns of it.
+exactly one wins. Every change is announced (NOTIFY, naming the approval) so an exchange waiting
+on another replica, or an approver watching there, learns of it at once.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import datetime as dt
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.postgres_notify import approval_topic
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
@@ -111,6 +112,7 @@ class PostgresApprovals:
                 return in_force, False
             await tx.conn.execute(_INSERT, *row)
             await tx.append_audit(audit)
+            tx.announce(approval_topic(approval.approval_id))  # approvers watch other replicas
             return approval, True
 
         return await self._writer.submit(run)
@@ -147,7 +149,7 @@ class PostgresApprovals:
             if decided is None:
                 raise _why_not(await _one(tx, _SELECT, approval_id), approval_id, at)
             await tx.append_audit(audit)
-            tx.announce()  # an exchange may be waiting for this on another replica
+            tx.announce(approval_topic(approval_id))  # an exchange may wait on another replica
             return decided
 
         return await self._writer.submit(run)
@@ -170,6 +172,7 @@ class PostgresApprovals:
                     )
                 raise _why_not(stored, approval_id, at)
             await tx.append_audit(audit)
+            tx.announce(approval_topic(approval_id))
             return consumed
 
         return await self._writer.submit(run)

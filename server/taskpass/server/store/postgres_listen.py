@@ -48,6 +48,8 @@ class ReconnectBackoff:
 
 
 Callback = Callable[[], None]
+PayloadCallback = Callable[[str | None], None]
+"""Called with each notification's payload, and with None when the LISTEN is (re)established."""
 
 
 class EventListener:
@@ -79,6 +81,10 @@ class EventListener:
         self._wake.set()
 
     async def run(self, callback: Callback) -> None:
+        await self.run_with_payloads(lambda _payload: callback())
+
+    async def run_with_payloads(self, callback: PayloadCallback) -> None:
+        """As run, passing each notification's payload (None on (re)connecting)."""
         failures = 0
         while not self._stopping:
             conn: Any = None
@@ -86,10 +92,12 @@ class EventListener:
                 self._wake.clear()
                 conn = await self._connect()
                 conn.add_termination_listener(lambda _conn: self._wake.set())
-                await conn.add_listener(self._channel, lambda *_args: _call(callback))
+                await conn.add_listener(
+                    self._channel, lambda _conn, _pid, _channel, payload: _call(callback, payload)
+                )
                 self._pid = conn.get_server_pid()
                 failures = 0
-                _call(callback)  # catch up on whatever committed while nobody listened
+                _call(callback, None)  # catch up on whatever committed while nobody listened
                 await self._watch(conn)
             except DRIVER_ERRORS as exc:
                 log.warning(
@@ -119,9 +127,9 @@ class EventListener:
             return
 
 
-def _call(callback: Callback) -> None:
+def _call(callback: PayloadCallback, payload: str | None) -> None:
     try:
-        callback()
+        callback(payload)
     except Exception:
         # The consumer's bug must not stop the notifications every replica relies on.
         log.exception("taskpass: a store event callback failed")

@@ -167,6 +167,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                ON credentials ((requester COLLATE "C"), expires_at) WHERE revoked_at IS NULL""",
         ),
     ),
+    Migration(
+        4,
+        "published signing keys (the shared JWKS of replicas)",
+        (
+            # Public keys only: private keys stay in each replica's key_dir.
+            """CREATE TABLE published_keys (
+                kid           text PRIMARY KEY,
+                jwk           text NOT NULL,
+                published_by  text NOT NULL,
+                published_at  timestamptz NOT NULL,
+                publish_until timestamptz NOT NULL
+            )""",
+            "CREATE INDEX published_keys_until ON published_keys (publish_until)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -9,7 +9,7 @@ READ COMMITTED transaction:
     pg_advisory_xact_lock(WRITE_LOCK, <schema>)   -- one batch at a time, across all replicas
     read the heads: max event seq, last audit seq and hash  -- sees every earlier commit
     for each operation: run it (state change + audit record + event)
-    pg_notify('taskpass_events', '<seq>')         -- if events were appended; sent at commit
+    pg_notify('taskpass_events', 'events:<seq> ...')  -- what changed (postgres_notify); at commit
     COMMIT                                        -- durable (synchronous_commit) before replies
 
 The lock is released only after the commit is durable and visible, so the next holder reads
@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from taskpass.server.errors import TaskpassError, Unavailable
 from taskpass.server.store import postgres_codec as codec
+from taskpass.server.store import postgres_notify
 from taskpass.server.store.audit_chain import GENESIS_HASH, chain_hash
 from taskpass.server.store.postgres_errors import DISCONNECTED, store_error
 from taskpass.server.store.postgres_schema import SCHEMA_KEY
@@ -47,7 +48,7 @@ T = TypeVar("T")
 DEFAULT_MAX_BATCH = 256
 WRITE_LOCK = 0x74707772  # "tpwr"; see postgres_schema.MIGRATION_LOCK
 EVENTS_CHANNEL = "taskpass_events"
-"""The default NOTIFY channel: the payload is the newest event seq; listeners re-read the table.
+"""The default NOTIFY channel: the payload says what changed (postgres_notify); listeners re-read.
 Channels are database-wide: deployments sharing a database in different schemas should each
 use their own (they would only cost each other spurious re-reads)."""
 
@@ -77,13 +78,14 @@ class _Heads:
 class PgWriteTx:
     """What one write operation sees: the batch's connection, inside its own savepoint."""
 
-    __slots__ = ("_announce", "_heads", "conn")
+    __slots__ = ("_events", "_heads", "_topics", "conn")
 
     def __init__(self, conn: Any, heads: _Heads) -> None:
         self.conn = conn
         """The asyncpg connection, in the batch transaction (do not commit or roll back)."""
         self._heads = heads
-        self._announce = False
+        self._events = False
+        self._topics: set[str] = set()
 
     @property
     def heads(self) -> _Heads:
@@ -91,12 +93,17 @@ class PgWriteTx:
         return self._heads
 
     @property
-    def announced(self) -> bool:
-        return self._announce
+    def appended_events(self) -> bool:
+        return self._events
 
-    def announce(self) -> None:
-        """NOTIFY listeners when the batch commits: something they re-read has changed."""
-        self._announce = True
+    @property
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    def announce(self, topic: str) -> None:
+        """NOTIFY listeners of `topic` (see postgres_notify) when the batch commits: something
+        they re-read has changed. Appended events are announced without asking."""
+        self._topics.add(topic)
 
     async def append_audit(self, entry: AuditEntry) -> AuditRecord:
         heads = self._heads
@@ -127,7 +134,7 @@ class PgWriteTx:
         event = RevocationEvent.numbered(heads.event_seq + 1, new)
         await self.conn.execute(_INSERT_EVENT, *codec.event_to_row(event))
         self._heads = _Heads(heads.audit_seq, heads.audit_hash, event.seq)
-        self._announce = True
+        self._events = True
         return event
 
 
@@ -289,7 +296,8 @@ class PgBatchWriter:
                 audit_hash=GENESIS_HASH if row[2] is None else str(row[2]),
                 event_seq=int(row[0]),
             )
-            announce = False
+            events = False
+            topics: set[str] = set()
             for op in batch:
                 savepoint = conn.transaction() if careful else None
                 if savepoint is not None:
@@ -310,10 +318,12 @@ class PgBatchWriter:
                     return [(None, error)] if len(batch) == 1 else None
                 if savepoint is not None:
                     await savepoint.commit()
-                heads, announce = tx.heads, announce or tx.announced
+                heads, events = tx.heads, events or tx.appended_events
+                topics |= tx.topics
                 outcomes.append((value, None))
-            if announce:
-                await conn.execute(_NOTIFY, self._channel, str(heads.event_seq))
+            event_seq = heads.event_seq if events else None
+            for payload in postgres_notify.encode(event_seq=event_seq, topics=topics):
+                await conn.execute(_NOTIFY, self._channel, payload)
             committing = True
             await transaction.commit()
         except BaseException as exc:

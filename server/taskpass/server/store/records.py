@@ -243,3 +243,24 @@ class BanRecord:
 
     def __post_init__(self) -> None:
         _normalise(self, "banned_at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishedKey:
+    """A replica's public signing key in the shared JWKS, published until `publish_until`.
+
+    Every replica signs with its own key (kept in its own key_dir) and publishes the public half
+    here, so a token signed by any replica verifies on all of them. `jwk` is the public JWK (kid
+    = its RFC 7638 thumbprint); `publish_until` is at or after the expiry of everything the key
+    signed or may still sign before the replica renews it.
+    """
+
+    kid: str
+    jwk: JsonObject
+    published_by: str
+    """Which replica published it (host and key directory), for operators."""
+    published_at: dt.datetime
+    publish_until: dt.datetime
+
+    def __post_init__(self) -> None:
+        _normalise(self, "published_at", "publish_until")

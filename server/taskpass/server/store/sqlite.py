@@ -32,6 +32,7 @@ from taskpass.server.store.records import (
 )
 from taskpass.server.store.sqlite_approvals import SqliteApprovals
 from taskpass.server.store.sqlite_bans import SqliteBans
+from taskpass.server.store.sqlite_keys import SqliteKeys
 from taskpass.server.store.sqlite_writer import (
     DEFAULT_MAX_BATCH,
     BatchWriter,
@@ -292,6 +293,7 @@ class SqliteStore:
         self._audit = SqliteAudit(self._writer, self._reader)
         self._approvals = SqliteApprovals(self._writer, self._reader)
         self._bans = SqliteBans(self._writer, self._reader)
+        self._keys = SqliteKeys(self._writer, self._reader)
         self._open = False
 
     @property
@@ -317,6 +319,10 @@ class SqliteStore:
     @property
     def bans(self) -> SqliteBans:
         return self._bans
+
+    @property
+    def keys(self) -> SqliteKeys:
+        return self._keys
 
     @property
     def writer_stats(self) -> WriterStats:

@@ -148,6 +148,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE revoked_at IS NULL",
         ),
     ),
+    Migration(
+        4,
+        "published signing keys (the shared JWKS of replicas)",
+        (
+            # Public keys only: private keys stay in each replica's key_dir.
+            """CREATE TABLE published_keys (
+                kid           TEXT PRIMARY KEY,
+                jwk           TEXT NOT NULL,
+                published_by  TEXT NOT NULL,
+                published_at  INTEGER NOT NULL,
+                publish_until INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX published_keys_until ON published_keys (publish_until)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,1 @@
+"""Several replicas on one database: what one commits, the others learn of (see changes.py)."""

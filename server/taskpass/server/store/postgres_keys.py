@@ -1,0 +1,78 @@
+"""The published-keys aggregate on PostgreSQL: every replica's public signing key, the shared
+JWKS (see base.KeyStore); the twin of sqlite_keys.
+
+A publication is announced (NOTIFY "keys"), so the other replicas merge the key into their JWKS
+at once rather than at their next poll.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.postgres_notify import KEYS_TOPIC
+from taskpass.server.store.postgres_reader import PgReader
+from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
+from taskpass.server.store.records import AuditEntry, PublishedKey
+from taskpass.server.store.sqlite_keys import different_key
+
+# Column order follows key_to_row / key_from_row.
+_SELECT = """
+    SELECT kid, jwk, published_by, published_at, publish_until
+    FROM published_keys WHERE kid = $1 FOR UPDATE"""
+_INSERT = """
+    INSERT INTO published_keys (kid, jwk, published_by, published_at, publish_until)
+    VALUES ($1, $2, $3, $4, $5)"""
+_EXTEND = "UPDATE published_keys SET publish_until = $1, published_by = $2 WHERE kid = $3"
+_LIVE = """
+    SELECT kid, jwk, published_by, published_at, publish_until
+    FROM published_keys WHERE publish_until > $1 ORDER BY published_at, kid"""
+
+
+def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
+    return (key.kid, canonical_json(key.jwk), key.published_by, key.published_at, key.publish_until)
+
+
+def key_from_row(row: Any) -> PublishedKey:
+    return PublishedKey(
+        kid=row[0],
+        jwk=json.loads(row[1]),
+        published_by=row[2],
+        published_at=row[3],
+        publish_until=row[4],
+    )
+
+
+class PostgresKeys:
+    def __init__(self, writer: PgBatchWriter, reader: PgReader) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def publish(self, key: PublishedKey, *, audit: AuditEntry) -> PublishedKey:
+        row = key_to_row(key)
+
+        async def run(tx: PgWriteTx) -> PublishedKey:
+            found = await tx.conn.fetchrow(_SELECT, key.kid)
+            if found is None:
+                await tx.conn.execute(_INSERT, *row)
+                await tx.append_audit(audit)
+                tx.announce(KEYS_TOPIC)
+                return key
+            stored = key_from_row(found)
+            if canonical_json(stored.jwk) != row[1]:
+                raise different_key(key.kid)
+            if key.publish_until <= stored.publish_until:
+                return stored
+            await tx.conn.execute(_EXTEND, key.publish_until, key.published_by, key.kid)
+            tx.announce(KEYS_TOPIC)
+            return dataclasses.replace(
+                stored, published_by=key.published_by, publish_until=key.publish_until
+            )
+
+        return await self._writer.submit(run)
+
+    async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
+        return [key_from_row(row) for row in await self._reader.fetch(_LIVE, now)]

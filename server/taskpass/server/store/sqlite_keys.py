@@ -1,0 +1,93 @@
+"""The published-keys aggregate on SQLite: the shared JWKS (see base.KeyStore).
+
+With one SQLite process there is only one replica, but the table is the same as PostgreSQL's,
+so `taskpass db copy` carries the published keys over and a single server behaves as one
+replica of many.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any, Protocol
+
+from taskpass.server.errors import Conflict
+from taskpass.server.store import sqlite_codec as codec
+from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.records import AuditEntry, PublishedKey
+from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
+
+# Column order follows key_to_row / key_from_row.
+_SELECT = """
+    SELECT kid, jwk, published_by, published_at, publish_until
+    FROM published_keys WHERE kid = ?"""
+_INSERT = """
+    INSERT INTO published_keys (kid, jwk, published_by, published_at, publish_until)
+    VALUES (?, ?, ?, ?, ?)"""
+_EXTEND = "UPDATE published_keys SET publish_until = ?, published_by = ? WHERE kid = ?"
+_LIVE = """
+    SELECT kid, jwk, published_by, published_at, publish_until
+    FROM published_keys WHERE publish_until > ? ORDER BY published_at, kid"""
+
+
+class _Reads(Protocol):
+    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[codec.Row]: ...
+
+
+def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
+    return (
+        key.kid,
+        canonical_json(key.jwk),
+        key.published_by,
+        codec.to_db_time(key.published_at),
+        codec.to_db_time(key.publish_until),
+    )
+
+
+def key_from_row(row: codec.Row) -> PublishedKey:
+    return PublishedKey(
+        kid=row[0],
+        jwk=json.loads(row[1]),
+        published_by=row[2],
+        published_at=codec.from_db_time(row[3]),
+        publish_until=codec.from_db_time(row[4]),
+    )
+
+
+def different_key(kid: str) -> Conflict:
+    return Conflict(
+        f"key {kid} is already published with a different JWK: a kid is the key's thumbprint, "
+        "so the publishing replica's key files are corrupt"
+    )
+
+
+class SqliteKeys:
+    def __init__(self, writer: BatchWriter, reader: _Reads) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    async def publish(self, key: PublishedKey, *, audit: AuditEntry) -> PublishedKey:
+        row = key_to_row(key)
+
+        def run(tx: WriteTx) -> PublishedKey:
+            found = tx.conn.execute(_SELECT, (key.kid,)).fetchall()
+            if not found:
+                tx.conn.execute(_INSERT, row)
+                tx.append_audit(audit)
+                return key
+            stored = key_from_row(found[0])
+            if canonical_json(stored.jwk) != row[1]:
+                raise different_key(key.kid)
+            if key.publish_until <= stored.publish_until:
+                return stored
+            tx.conn.execute(_EXTEND, (row[4], key.published_by, key.kid))
+            return dataclasses.replace(
+                stored, published_by=key.published_by, publish_until=key.publish_until
+            )
+
+        return await self._writer.submit(run)
+
+    async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
+        rows = await self._reader.fetch_all(_LIVE, (codec.to_db_time(now),))
+        return [key_from_row(row) for row in rows]
