@@ -270,6 +270,7 @@ class EventNotifier(Protocol):
         and so misses nothing. Runs until the store closes or the task is cancelled."""
         ...
 
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreChange:
     """What a notification says another replica committed (see ChangeNotifier)."""
