@@ -42,11 +42,19 @@ def status_of(error: TaskpassError) -> tuple[grpc.StatusCode, str, tuple[tuple[s
 async def abort_with(
     context: grpc.aio.ServicerContext[object, object], error: Exception
 ) -> NoReturn:
-    """Abort the call with the status that `error` maps to. Never returns."""
+    """Abort the call with the status that `error` maps to. Never returns.
+
+    Trailers already set on the call (the request id, see api/observability.py) are kept:
+    grpcio's abort replaces them with the ones it is given."""
+    kept = tuple(context.trailing_metadata() or ())
     if isinstance(error, TaskpassError):
         code, message, trailers = status_of(error)
         if error.code is ErrorCode.INTERNAL:
             log.error("internal error: %s", message, exc_info=error)
-        await context.abort(code, message, trailing_metadata=trailers)
+        await context.abort(code, message, trailing_metadata=(*kept, *trailers))
     log.error("unexpected error", exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        "internal error; the server log has details",
+        trailing_metadata=kept,
+    )

@@ -24,7 +24,8 @@ import collections
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from taskpass.server.clock import Clock
@@ -131,10 +132,22 @@ class Subscription:
 
 
 class RevocationHub:
-    def __init__(self, *, log: RevocationLog, clock: Clock, settings: HubSettings) -> None:
+    def __init__(
+        self,
+        *,
+        log: RevocationLog,
+        clock: Clock,
+        settings: HubSettings,
+        observe_fan_out: Callable[[float], None] | None = None,
+    ) -> None:
+        """`observe_fan_out(seconds)`: from a notify() to the events it announced being queued
+        to every subscriber (the fan-out latency metric)."""
         self._log = log
         self._clock = clock
         self._settings = settings
+        self._observe = observe_fan_out
+        self._notified_at: float | None = None
+        self._closed: str | None = None
         self._wake = asyncio.Event()
         self._subscribers: set[Subscription] = set()
         self._ended: set[Subscription] = set()
@@ -162,6 +175,8 @@ class RevocationHub:
 
     def notify(self) -> None:
         """Something was committed to the log: read it soon. Cheap, never blocks."""
+        if self._notified_at is None:
+            self._notified_at = time.perf_counter()
         self._wake.set()
 
     async def run(self) -> None:
@@ -177,7 +192,9 @@ class RevocationHub:
                     async with asyncio.timeout(max(0.0, min(poll, next_beat - loop.time()))):
                         await self._wake.wait()
                 self._wake.clear()  # before reading: a commit during the read wakes us again
-                await self._fan_out()
+                notified, self._notified_at = self._notified_at, None
+                if await self._fan_out() and notified is not None and self._observe is not None:
+                    self._observe(time.perf_counter() - notified)
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + heartbeat
                     self._beat_and_reap(loop.time())
@@ -185,22 +202,27 @@ class RevocationHub:
             self.close(STOPPING)
 
     def close(self, reason: str) -> None:
-        """End every stream: each sends what it holds, then EndOfStream."""
+        """End every stream: each sends what it holds, then EndOfStream. A stream that
+        subscribes later (it was accepted just before) ends as soon as it has caught up."""
+        self._closed = reason
         for sub in (*self._subscribers, *self._ended):
             sub.end(reason)
 
-    async def _fan_out(self) -> None:
+    async def _fan_out(self) -> int:
+        """Offer every new event; returns how many there were."""
+        offered = 0
         while True:
             try:
                 events = await self._log.read_after(self.last_seq, limit=MAX_PAGE)
             except TaskpassError as error:
                 log.warning("revocation log read failed, retrying at the next poll: %s", error)
-                return
+                return offered
             for event in events:
                 self._offer(event)
                 self._last = event.seq
+            offered += len(events)
             if len(events) < MAX_PAGE:
-                return
+                return offered
 
     def _offer(self, event: RevocationEvent) -> None:
         overflowed = [sub for sub in self._subscribers if not sub.offer(event)]
@@ -240,6 +262,8 @@ class RevocationHub:
             cursor = event.seq
         sub = Subscription(self._settings.queue_size)
         self._subscribers.add(sub)
+        if self._closed is not None:
+            sub.end(self._closed)
         try:
             async for event in self._replay(cursor):
                 yield event
