@@ -137,9 +137,9 @@ class SharedKeys:
         published = self._own_keys()
         next_renewal = self._clock.now() + settings.renew_interval
         while True:
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), settings.refresh_interval.total_seconds())
+            self._wake.clear()  # after waking: a notify() during the work below is not lost
             try:
                 own = self._own_keys()
                 if own != published or self._clock.now() >= next_renewal:
