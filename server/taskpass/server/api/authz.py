@@ -8,6 +8,7 @@ caller outside the groups a method names; denials are reported to `on_denied` (t
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,9 @@ class AuthorizationInterceptor(_Interceptor):
         self._table = dict(table)
         self._groups = groups
         self._on_denied = on_denied
+        # method -> (handler, its wrapper): built once per method, not on every call. Bounded
+        # by the registered methods (an unknown method has no handler and is never cached).
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -82,7 +86,12 @@ class AuthorizationInterceptor(_Interceptor):
         access = self._table.get(method)
         if handler is None or (access is not None and access.public):
             return handler
-        return _wrap(handler, lambda context: self._admit(method, access, context))
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap(handler, functools.partial(self._admit, method, access))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     async def _admit(self, method: str, access: Access | None, context: Context) -> None:
         workload = authenticate(self._attestor, context)
