@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from taskpass.server.request_id import AUDIT_KEY, current_request_id
+
 JsonObject = dict[str, Any]
 """A JSON-serialisable mapping (str keys; str, int, float, bool, None, list and dict values)."""
 
@@ -72,7 +74,11 @@ class CredentialRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
-    """What a caller appends to the audit log; the store gives it a seq and chains its hash."""
+    """What a caller appends to the audit log; the store gives it a seq and chains its hash.
+
+    An entry made while an RPC is served carries that RPC's `request_id` in its payload (read
+    from request_id.py's contextvar), so an audit record leads to the call's log lines.
+    """
 
     kind: str
     actor: str
@@ -81,6 +87,9 @@ class AuditEntry:
 
     def __post_init__(self) -> None:
         _normalise(self, "at")
+        request_id = current_request_id()
+        if request_id is not None and AUDIT_KEY not in self.payload:
+            object.__setattr__(self, "payload", {**self.payload, AUDIT_KEY: request_id})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
