@@ -24,7 +24,7 @@ from bench import environment, history, micro, report
 from bench.processes import ServerProcess, load
 
 HERE = Path(__file__).resolve().parent
-FIELDS = ("throughput", "p50_ms", "p90_ms", "p99_ms")
+FIELDS = ("throughput", "p50_ms", "p90_ms", "p99_ms", "server_cpu_us", "client_cpu_us")
 
 
 def _levels(text: str) -> list[int]:
@@ -96,7 +96,7 @@ def _load_points(
             # Alternate the two sides so drift on a shared machine hits both alike.
             for method, server in (("echo", echo), ("exchange", exchange)):
                 result = load(
-                    port=server.port,
+                    server=server,
                     client=client,
                     method=method,
                     concurrency=concurrency,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import select
 import signal
 import subprocess
@@ -42,6 +44,11 @@ class ServerProcess:
         self.pid = self._proc.pid
         self.final: dict[str, Any] = {}
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
@@ -65,7 +72,7 @@ class ServerProcess:
 
 def load(
     *,
-    port: int,
+    server: ServerProcess,
     client: ClientFiles,
     method: str,
     concurrency: int,
@@ -74,12 +81,13 @@ def load(
     warmup: float,
     prefix: str,
 ) -> dict[str, Any]:
-    """One load generator run in a fresh process; returns its JSON report."""
+    """One load generator run against `server` in a fresh process; returns its JSON report
+    with the server's and the load generator's CPU time per call added."""
     argv = [
         sys.executable,
         "-m",
         "bench.loadgen",
-        f"--target=localhost:{port}",
+        f"--target=localhost:{server.port}",
         f"--ca={client.ca}",
         f"--cert={client.cert}",
         f"--key={client.key}",
@@ -90,8 +98,20 @@ def load(
         f"--warmup={warmup}",
         f"--prefix={prefix}",
     ]
+    server_cpu = server.cpu_seconds()
+    client_cpu = _children_cpu()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{done.stderr.decode()[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
+    # CPU per call is steadier than calls per second when neighbours share the machine.
+    calls = max(result["all_calls"], 1)
+    result["server_cpu_us"] = (server.cpu_seconds() - server_cpu) / calls * 1e6
+    result["client_cpu_us"] = (_children_cpu() - client_cpu) / calls * 1e6
     return result
+
+
+def _children_cpu() -> float:
+    """CPU time of the finished children of this process (the load generators)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -11,7 +11,13 @@ from bench.loadgen import percentile
 
 
 def _side(throughput: float, p99: float) -> dict[str, Any]:
-    return {"throughput": throughput, "p50_ms": 1.0, "p90_ms": 1.0, "p99_ms": p99}
+    return {
+        "throughput": throughput,
+        "p50_ms": 1.0,
+        "p90_ms": 1.0,
+        "p99_ms": p99,
+        "server_cpu_us": 100.0,
+    }
 
 
 @pytest.mark.parametrize(
