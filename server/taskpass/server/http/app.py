@@ -1,4 +1,5 @@
-"""The small plain-HTTP listener: JWKS and OAuth metadata for relying parties, and /healthz.
+"""The small plain-HTTP listener: JWKS and OAuth metadata for relying parties, /healthz, and
+Prometheus metrics at /metrics.
 
 Key material here is public by construction (the JWKS has no private members).
 """
@@ -12,6 +13,8 @@ from aiohttp import web
 
 JWKS_PATH = "/.well-known/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
+METRICS_PATH = "/metrics"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def build_http_app(
@@ -19,6 +22,7 @@ def build_http_app(
     jwks_json: Callable[[], bytes],
     metadata: Callable[[], dict[str, Any]],
     ready: Callable[[], Awaitable[bool]],
+    metrics: Callable[[], Awaitable[bytes]] | None = None,
 ) -> web.Application:
     async def get_jwks(_: web.Request) -> web.Response:
         return web.Response(
@@ -40,6 +44,15 @@ def build_http_app(
     app.router.add_get(JWKS_PATH, get_jwks)
     app.router.add_get(METADATA_PATH, get_metadata)
     app.router.add_get("/healthz", get_health)
+    if metrics is not None:
+        render = metrics
+
+        async def get_metrics(_: web.Request) -> web.Response:
+            return web.Response(
+                body=await render(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE}
+            )
+
+        app.router.add_get(METRICS_PATH, get_metrics)
     return app
 
 
