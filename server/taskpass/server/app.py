@@ -35,6 +35,7 @@ from taskpass.server.api.admin_servicer import AdminServicer
 from taskpass.server.api.approval_servicer import ApprovalServicer
 from taskpass.server.api.authz import PUBLIC, Access, AuthorizationInterceptor
 from taskpass.server.api.credential_servicer import CredentialServicer
+from taskpass.server.api.health import HealthReporter
 from taskpass.server.api.revocation_servicer import RevocationServicer
 from taskpass.server.approvals.service import Approvals
 from taskpass.server.audit.trail import AuditTrail
@@ -49,18 +50,22 @@ from taskpass.server.identity.jwt_svid import JwtSvidVerifier
 from taskpass.server.identity.mapped_cert import CertMappingRule, MappedCertVerifier
 from taskpass.server.identity.workload import Workload
 from taskpass.server.identity.x509_svid import X509SvidVerifier
+from taskpass.server.instrumentation import CountingAttestor, TimedPolicy
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.metadata import authorization_server_metadata
 from taskpass.server.issuer.rotation import KeyRotation, OnChange
 from taskpass.server.issuer.shared_jwks import SharedKeys, replica_name
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
+from taskpass.server.metrics import Metrics
+from taskpass.server.operations import interceptor_chain, observe_store_writes, watch_components
 from taskpass.server.policy.signing import PolicyVerifier
 from taskpass.server.policy.source import ReloadablePolicy
+from taskpass.server.readiness import ReadinessProbe
 from taskpass.server.replication.changes import ReplicaChanges
 from taskpass.server.revocation.bans import BanList
 from taskpass.server.revocation.events import EventSigner
-from taskpass.server.revocation.hub import HubSettings, RevocationHub
+from taskpass.server.revocation.hub import STOPPING, HubSettings, RevocationHub
 from taskpass.server.revocation.service import RevocationService
 from taskpass.server.store.base import ChangeNotifier, EventNotifier, Store
 from taskpass.server.store.factory import open_store
@@ -106,6 +111,7 @@ class Components:
     revocations: RevocationService
     approvals: Approvals
     audit: AuditTrail
+    metrics: Metrics
     rotation: KeyRotation
     shared_keys: SharedKeys
 
@@ -129,12 +135,18 @@ def _attestor(config: ServerConfig, bundles: TrustBundles, clock: Clock) -> Atte
 
 
 async def _revocations(
-    config: ServerConfig, store: Store, issuer: TokenIssuer, keys: KeyRing, clock: Clock
+    config: ServerConfig,
+    store: Store,
+    issuer: TokenIssuer,
+    keys: KeyRing,
+    clock: Clock,
+    metrics: Metrics,
 ) -> RevocationService:
     r = config.revocation
     hub = RevocationHub(
         log=store.revocations,
         clock=clock,
+        observe_fan_out=metrics.fanned_out,
         settings=HubSettings(
             queue_size=r.queue_size,
             heartbeat_interval=r.heartbeat_interval,
@@ -173,7 +185,9 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
     )
     issuer = TokenIssuer(issuer=config.issuer.issuer, keys=keys, clock=clock)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics()
     store = open_store(config.store.dsn)
+    observe_store_writes(store, metrics)
     await store.open()
     policy = ReloadablePolicy(
         file=config.policy.file,
@@ -193,9 +207,9 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         await store.close()
         raise
     approvals = Approvals(store=store, groups=groups, clock=clock, ttl=config.approvals.ttl)
-    revocations = await _revocations(config, store, issuer, keys, clock)
+    revocations = await _revocations(config, store, issuer, keys, clock, metrics)
     tasks = TaskService(
-        policy=policy,
+        policy=TimedPolicy(policy, metrics.policy_evaluated),
         issuer=issuer,
         verifier=TokenVerifier(issuer=config.issuer.issuer, jwks=keys.jwks, clock=clock),
         store=store,
@@ -218,6 +232,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         revocations=revocations,
         approvals=approvals,
         audit=AuditTrail(store.audit),
+        metrics=metrics,
         rotation=KeyRotation(
             keys=keys,
             clock=clock,
@@ -260,6 +275,7 @@ class TaskpassServer:
     _grpc: list[grpc.aio.Server] = field(default_factory=list)
     _http: web.AppRunner | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _health: HealthReporter | None = None
 
     @property
     def config(self) -> ServerConfig:
@@ -320,17 +336,33 @@ class TaskpassServer:
         client_cas = b"".join(_read(p, "client CA file") for p in listen.client_ca_files)
         health = HealthServicer()
         servicers = build_servicers(c)
-        interceptor = AuthorizationInterceptor(
-            attestor=c.attestor, table=AUTHORIZATION, groups=c.groups, on_denied=self._audit_denied
+        interceptors = interceptor_chain(
+            metrics=c.metrics,
+            authorization=AuthorizationInterceptor(
+                attestor=CountingAttestor(c.attestor, c.metrics.attestation_failed),
+                table=AUTHORIZATION,
+                groups=c.groups,
+                on_denied=self._audit_denied,
+            ),
+            limits=c.config.limits,
         )
         services = sorted({method.split("/")[1] for method in AUTHORIZATION})
+        reporter = self._health = HealthReporter(
+            probe=ReadinessProbe(store=c.store, keys=c.keys),
+            servicer=health,
+            services=services,
+            metrics=c.metrics,
+        )
+        watch_components(
+            c.metrics, hub=c.revocations.hub, approvals=c.store.approvals, clock=c.clock
+        )
         options = [
             ("grpc.max_receive_message_length", listen.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
 
         def build() -> grpc.aio.Server:
-            server = grpc.aio.server(interceptors=[interceptor], options=options)
+            server = grpc.aio.server(interceptors=interceptors, options=options)
             for servicer in servicers:
                 servicer.register(server)
             health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -353,15 +385,18 @@ class TaskpassServer:
             self._grpc.append(tls)
         for server in self._grpc:
             await server.start()
-        for service in ("", *services):
-            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await reporter.refresh()  # SERVING only while the store answers and a key signs
 
         if listen.http_address:
             http_app = build_http_app(
-                jwks_json=c.keys.jwks_json, metadata=self._metadata, ready=self._ready
+                jwks_json=c.keys.jwks_json,
+                metadata=self._metadata,
+                ready=reporter.ready,
+                metrics=c.metrics.render,
             )
             self._http, self.ports.http = await start_http(http_app, listen.http_address)
         self.spawn(self._reload_bundles())
+        self.spawn(reporter.run(c.config.health.check_interval.total_seconds()))
         self.spawn(c.rotation.run(c.config.issuer.rotation_check_interval))
         self.spawn(c.policy.watch(c.config.policy.reload_interval.total_seconds() or 5.0))
         revocations = c.revocations
@@ -382,9 +417,6 @@ class TaskpassServer:
         issuer = self.config.issuer.issuer.rstrip("/")
         return authorization_server_metadata(issuer, issuer + JWKS_PATH)
 
-    async def _ready(self) -> bool:
-        return True
-
     async def _reload_bundles(self) -> None:
         interval = self.config.attestation.bundle_reload_interval.total_seconds() or 5.0
         while True:
@@ -392,12 +424,21 @@ class TaskpassServer:
             # A broken file keeps the bundles in force; reload_if_changed logs why.
             await asyncio.to_thread(self.components.bundles.reload_if_changed)
 
-    async def stop(self, grace: float = 2.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully: health turns NOT_SERVING, new calls are refused, Watch streams end
+        with their resume point, and calls in flight get `grace` seconds ([shutdown]
+        grace_seconds by default) to finish; then the loops stop and the store closes."""
+        if grace is None:
+            grace = self.config.shutdown.grace.total_seconds()
+        if self._health is not None:
+            await self._health.shutting_down()
+        stopping = [asyncio.create_task(s.stop(grace)) for s in self._grpc]
+        self.components.revocations.hub.close(STOPPING)
+        await asyncio.gather(*stopping)
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.gather(*(s.stop(grace) for s in self._grpc))
         if self._http is not None:
             await self._http.cleanup()
         await self.store.close()
