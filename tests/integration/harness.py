@@ -96,6 +96,22 @@ def harness_config(
     policy: Path = POLICY,
     approval_ttl_seconds: float = APPROVAL_TTL_SECONDS,
 ) -> ServerConfig:
+    text = harness_config_text(
+        directory, pki, legacy_ca, policy=policy, approval_ttl_seconds=approval_ttl_seconds
+    )
+    return parse_config(text, base_dir=directory)
+
+
+def harness_config_text(
+    directory: Path,
+    pki: TestPki,
+    legacy_ca: Issued,
+    *,
+    policy: Path = POLICY,
+    approval_ttl_seconds: float = APPROVAL_TTL_SECONDS,
+) -> str:
+    """The harness's TOML config (and the files it names, written to `directory`); a
+    subprocess `taskpass serve --config` can run it as it is."""
     bundles = pki.write_bundles(directory / "bundles")
     # production rules: only a signed policy loads; the harness signs a copy in its directory
     policy_key, policy_signer = write_policy_signer(directory / "policy-signer")
@@ -159,7 +175,7 @@ queue_size = {REVOCATION_QUEUE}
 heartbeat_seconds = 0.5
 stuck_grace_seconds = 10
 """
-    return parse_config(text, base_dir=directory)
+    return text
 
 
 async def start_harness(

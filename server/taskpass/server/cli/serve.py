@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 from pathlib import Path
 
 from taskpass.server.app import serve_forever
 from taskpass.server.config import dev_config, load_config
+from taskpass.server.logs import LOG_FORMATS, LogFormat, configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     config = dev_config(Path.cwd()) if args.dev else load_config(args.config)
+    # JSON lines for log pipelines, unless in dev mode where people read the terminal.
+    log_format: LogFormat = args.log_format or ("text" if config.dev_mode else "json")
+    configure_logging(log_format, level=args.log_level)
     asyncio.run(serve_forever(config, stop_signals=(signal.SIGINT, signal.SIGTERM)))
     return 0
 
@@ -30,4 +29,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dev", action="store_true", help="embedded dev default: certs/dev, data/, dev policy"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="json: one JSON object per line (default outside dev mode); text: for terminals",
+    )
     p.set_defaults(func=_serve)
