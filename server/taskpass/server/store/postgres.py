@@ -54,7 +54,7 @@ from taskpass.server.store.records import (
     RevocationSnapshot,
     TaskRecord,
 )
-from taskpass.server.store.sqlite_writer import WriterStats
+from taskpass.server.store.sqlite_writer import BatchObserver, WriterStats
 
 # Column lists follow the row order of postgres_codec's *_to_row / *_from_row functions.
 _INSERT_TASK = """
@@ -345,6 +345,10 @@ class PostgresStore:
     def writer_stats(self) -> WriterStats:
         """Batches committed and operations run: operations / batches is the batching effect."""
         return self._writer.stats
+
+    def observe_writes(self, observer: BatchObserver) -> None:
+        """Tell `observer(operations, seconds)` about each committed write batch (metrics)."""
+        self._writer.observe(observer)
 
     @property
     def listener_pids(self) -> frozenset[int]:

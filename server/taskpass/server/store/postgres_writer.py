@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -41,7 +42,7 @@ from taskpass.server.store.records import (
     NewRevocation,
     RevocationEvent,
 )
-from taskpass.server.store.sqlite_writer import WriterStats
+from taskpass.server.store.sqlite_writer import BatchObserver, WriterStats
 
 T = TypeVar("T")
 
@@ -171,10 +172,15 @@ class PgBatchWriter:
         self._batches = 0
         self._operations = 0
         self._largest = 0
+        self._observer: BatchObserver | None = None
 
     @property
     def stats(self) -> WriterStats:
         return WriterStats(self._batches, self._operations, self._largest)
+
+    def observe(self, observer: BatchObserver) -> None:
+        """Call `observer(operations, seconds)` after each committed batch (for metrics)."""
+        self._observer = observer
 
     def start(self, pool: Any) -> None:
         """Serve writes on connections from `pool` (an asyncpg pool, opened by the caller)."""
@@ -225,6 +231,7 @@ class PgBatchWriter:
             batch = [op for op in batch if not op.future.done()]
             if not batch:
                 continue
+            started = time.perf_counter()
             try:
                 outcomes = await self._apply_with_retry(batch)
             except BaseException as exc:
@@ -237,6 +244,8 @@ class PgBatchWriter:
             self._batches += 1
             self._operations += len(batch)
             self._largest = max(self._largest, len(batch))
+            if self._observer is not None:
+                self._observer(len(batch), time.perf_counter() - started)
             for op, (value, error) in zip(batch, outcomes, strict=True):
                 if op.future.done():
                     continue

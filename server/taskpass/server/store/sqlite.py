@@ -35,6 +35,7 @@ from taskpass.server.store.sqlite_bans import SqliteBans
 from taskpass.server.store.sqlite_keys import SqliteKeys
 from taskpass.server.store.sqlite_writer import (
     DEFAULT_MAX_BATCH,
+    BatchObserver,
     BatchWriter,
     WriterStats,
     WriteTx,
@@ -328,6 +329,10 @@ class SqliteStore:
     def writer_stats(self) -> WriterStats:
         """Batches committed and operations run: operations / batches is the batching effect."""
         return self._writer.stats
+
+    def observe_writes(self, observer: BatchObserver) -> None:
+        """Tell `observer(operations, seconds)` about each committed write batch (metrics)."""
+        self._writer.observe(observer)
 
     async def migrate(self) -> int:
         return await asyncio.to_thread(self._migrate)

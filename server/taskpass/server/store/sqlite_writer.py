@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses
@@ -132,6 +133,8 @@ def chain_hash_of_json(
 
 
 WriteFn = Callable[[WriteTx], T]
+BatchObserver = Callable[[int, float], None]
+"""Told (operations in the batch, seconds to run and commit it) after each committed batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +179,15 @@ class BatchWriter:
         self._batches = 0
         self._operations = 0
         self._largest = 0
+        self._observer: BatchObserver | None = None
 
     @property
     def stats(self) -> WriterStats:
         return WriterStats(self._batches, self._operations, self._largest)
+
+    def observe(self, observer: BatchObserver) -> None:
+        """Call `observer(operations, seconds)` after each committed batch (for metrics)."""
+        self._observer = observer
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -245,6 +253,7 @@ class BatchWriter:
             batch = [op for op in batch if not op.future.done()]
             if not batch:
                 continue
+            started = time.perf_counter()
             try:
                 outcomes = await loop.run_in_executor(self._executor, self._apply, batch)
             except BaseException as exc:
@@ -257,6 +266,8 @@ class BatchWriter:
             self._batches += 1
             self._operations += len(batch)
             self._largest = max(self._largest, len(batch))
+            if self._observer is not None:
+                self._observer(len(batch), time.perf_counter() - started)
             for op, (value, error) in zip(batch, outcomes, strict=True):
                 if op.future.done():
                     continue
