@@ -206,7 +206,13 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
     except BaseException:
         await store.close()
         raise
-    approvals = Approvals(store=store, groups=groups, clock=clock, ttl=config.approvals.ttl)
+    approvals = Approvals(
+        store=store,
+        groups=groups,
+        clock=clock,
+        ttl=config.approvals.ttl,
+        recheck=config.approvals.recheck,
+    )
     revocations = await _revocations(config, store, issuer, keys, clock, metrics)
     tasks = TaskService(
         policy=TimedPolicy(policy, metrics.policy_evaluated),

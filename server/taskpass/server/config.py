@@ -82,6 +82,9 @@ class PolicyConfig:
 class ApprovalsConfig:
     ttl: dt.timedelta = dt.timedelta(minutes=15)
     """How long a request waits for an approver, and then how long an approval stays usable."""
+    recheck: dt.timedelta = dt.timedelta(seconds=5)
+    """How often an exchange waiting for approval re-reads it without being woken (a decision
+    on another replica normally wakes it at once through the store's notifications)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +320,9 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     ttl = approvals_t.duration("ttl_seconds", 900)
     if ttl <= dt.timedelta(0):
         raise ConfigError("config: approvals.ttl_seconds must be greater than zero")
+    recheck = approvals_t.duration("recheck_seconds", 5)
+    if recheck <= dt.timedelta(0):
+        raise ConfigError("config: approvals.recheck_seconds must be greater than zero")
     approvals_t.finish()
 
     revocation_t = root.table("revocation")
@@ -379,7 +385,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         data_dir=data_dir,
         groups=groups,
         dev_mode=dev_mode,
-        approvals=ApprovalsConfig(ttl=ttl),
+        approvals=ApprovalsConfig(ttl=ttl, recheck=recheck),
         revocation=revocation,
         limits=limits,
         health=health,
