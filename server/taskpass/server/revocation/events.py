@@ -101,9 +101,17 @@ class EventSigner:
         self._clock = clock
 
     def credential(
-        self, credential: CredentialRecord, *, reason: str, initiator: Initiator
+        self,
+        credential: CredentialRecord,
+        *,
+        reason: str,
+        initiator: Initiator,
+        at: dt.datetime | None = None,
+        publish: bool = True,
     ) -> NewRevocation:
-        at = self._clock.now()
+        """`publish=False` leaves the key ring alone, so a store's writer thread may call it (a
+        CascadeEvent): then call keep_published for the event once it is stored."""
+        at = at or self._clock.now()
         claims = session_revoked_claims(
             sub_id=credential_subject(self._issuer.issuer, credential.jti),
             txn=credential.task_id,
@@ -118,7 +126,7 @@ class EventSigner:
             jti=credential.jti,
             expires_at=max(credential.expires_at, at),
             at=at,
-            set_token=self._sign(claims, until=credential.expires_at),
+            set_token=self._sign(claims, until=credential.expires_at if publish else None),
             reason=reason,
         )
 
@@ -164,12 +172,12 @@ class EventSigner:
             reason=reason,
         )
 
-    def keep_published(self, event: RevocationEvent) -> None:
+    def keep_published(self, event: RevocationEvent | NewRevocation) -> None:
         """Keep the SET's signing key in the JWKS while the stored event is in force: a
         subscriber replaying the log must still be able to verify it."""
         kid = jws.extract_compact(event.set_token.encode()).protected.get("kid")
         if isinstance(kid, str):
             self._keys.note_issued(kid, event.expires_at)
 
-    def _sign(self, claims: dict[str, Any], *, until: dt.datetime) -> str:
+    def _sign(self, claims: dict[str, Any], *, until: dt.datetime | None) -> str:
         return self._issuer.sign_security_event(claims=claims, publish_until=until)

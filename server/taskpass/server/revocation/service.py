@@ -2,6 +2,8 @@
 
 Each revocation is one store transaction holding the state change, its audit record and its
 signed event; only then is the hub told, so an event is durable before any subscriber sees it.
+The same transaction revokes the live delegated descendants of whatever it revokes, each with its
+own event (see cascade.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from taskpass.server.errors import Conflict, InvalidRequest, NotFound
 from taskpass.server.identity.workload import Workload
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
 from taskpass.server.revocation.bans import BanList
+from taskpass.server.revocation.cascade import CascadeSigner
 from taskpass.server.revocation.events import EventSigner, Initiator
 from taskpass.server.revocation.hub import RevocationHub
 from taskpass.server.store.base import Store
@@ -105,15 +108,17 @@ class RevocationService:
         if record is None:
             raise NotFound(f"no credential with jti {jti!r}")
         event = self._signer.credential(record, reason=reason, initiator=Initiator.ADMIN)
+        cascade = self.cascade(at=event.at, initiator=Initiator.ADMIN)
         revoked, stored = await self._store.credentials.revoke_credential(
             jti=jti,
             at=event.at,
             reason=reason,
             audit=self._audit("revocation", actor, event.at, {"jti": jti, "reason": reason}),
             event=event,
+            cascade=cascade,
         )
-        self.published(stored)
-        return Revoked((revoked,), stored)
+        self.published(stored, cascade)
+        return Revoked((revoked, *cascade.credentials), stored)
 
     async def revoke_task(
         self, actor: Workload, *, requester: str, task_id: str, reason: str
@@ -126,6 +131,7 @@ class RevocationService:
         reason = _reason(reason) or "task revoked by security"
         at = self._clock.now()
         target = {"requester": requester, "task_id": task_id, "reason": reason}
+        cascade = self.cascade(at=at, initiator=Initiator.ADMIN)
         revoked, stored = await self._store.credentials.complete_task(
             requester=requester,
             task_id=task_id,
@@ -139,8 +145,9 @@ class RevocationService:
                 reason=reason,
                 initiator=Initiator.ADMIN,
             ),
+            cascade=cascade,
         )
-        self.published(stored)
+        self.published(stored, cascade)
         return Revoked(tuple(revoked), stored)
 
     async def ban(self, actor: Workload, pattern: str, *, reason: str) -> Banned:
@@ -151,11 +158,13 @@ class RevocationService:
         ban = BanRecord(pattern=pattern, banned_at=at, banned_by=actor.id, reason=reason)
         already_listed = pattern in self._bans.patterns
         self._bans.add(ban)  # refuse exchanges from now on, before the write lands
+        cascade = self.cascade(at=at, initiator=Initiator.ADMIN)
         try:
             revoked, stored = await self._store.bans.ban(
                 ban=ban,
                 audit=self._audit("ban", actor, at, {"identity": pattern, "reason": reason}),
                 event=self._signer.identity(pattern=pattern, at=at, reason=reason),
+                cascade=cascade,
             )
         except Conflict:
             raise  # banned already (maybe by another replica): it stays banned
@@ -163,7 +172,7 @@ class RevocationService:
             if not already_listed:
                 self._bans.remove(pattern)
             raise
-        self.published(stored)
+        self.published(stored, cascade)
         return Banned(ban, tuple(revoked), stored)
 
     async def unban(self, actor: Workload, pattern: str, *, reason: str) -> BanRecord:
@@ -202,6 +211,7 @@ class RevocationService:
         if self._bans.banned(workload.id) is None:
             return
         event = self._signer.credential(credential, reason=RACED_A_BAN, initiator=Initiator.SYSTEM)
+        cascade = self.cascade(at=event.at, initiator=Initiator.SYSTEM)
         try:
             _, stored = await self._store.credentials.revoke_credential(
                 jti=credential.jti,
@@ -209,11 +219,12 @@ class RevocationService:
                 reason=RACED_A_BAN,
                 audit=self._audit("revocation", workload, event.at, {"jti": credential.jti}),
                 event=event,
+                cascade=cascade,
             )
         except Conflict:
             pass  # the ban's own transaction revoked it
         else:
-            self.published(stored)
+            self.published(stored, cascade)
         self._bans.check(workload.id)
 
     def task_completed(self, *, requester: str, task_id: str, at: dt.datetime) -> NewRevocation:
@@ -226,11 +237,20 @@ class RevocationService:
             initiator=Initiator.USER,
         )
 
-    def published(self, event: RevocationEvent | None) -> None:
-        """An event was stored: keep its key published while it is in force, wake the hub."""
-        if event is None:
+    def cascade(self, *, at: dt.datetime, initiator: Initiator = Initiator.USER) -> CascadeSigner:
+        """The store's CascadeEvent for a revocation made at `at` (here, or by CompleteTask)."""
+        return CascadeSigner(self._signer, at=at, initiator=initiator)
+
+    def published(
+        self, event: RevocationEvent | None, cascade: CascadeSigner | None = None
+    ) -> None:
+        """Events were stored: keep their keys published while they are in force, wake the hub."""
+        if cascade is not None:
+            cascade.published()
+        if event is None and (cascade is None or not cascade.credentials):
             return
-        self._signer.keep_published(event)
+        if event is not None:
+            self._signer.keep_published(event)
         self._hub.notify()
 
     async def keep_bans_fresh(self, interval: dt.timedelta) -> None:

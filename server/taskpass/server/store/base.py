@@ -7,6 +7,10 @@ Rules every backend keeps:
 - Audit and revocation sequence numbers are gap-free in commit order: a reader that has seen N
   never later finds a record below N it had not seen.
 - Errors are taskpass errors (Conflict, NotFound, Unavailable, ...), never driver exceptions.
+- A delegated credential (`parent_jti` set) lives only while its parent does: every revocation
+  (of a credential, a task, an identity) also revokes each live descendant, at any depth, in the
+  same transaction, and gives each delegated credential it revokes its own event (see
+  cascade.py); an issuance whose parent is unknown or revoked is refused in its transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from taskpass.server.store.cascade import CascadeEvent
 from taskpass.server.store.records import (
     ApprovalRecord,
     AuditEntry,
@@ -43,7 +48,8 @@ class CredentialStore(Protocol):
         """Store the task (if new), the credential and its audit record in one transaction.
 
         Raises Conflict if the task_id was used by this requester for a task with another
-        digest, if the task is already completed, or if the jti is already recorded.
+        digest, if the task is already completed, or if the jti is already recorded;
+        PermissionDenied if the credential's parent_jti is unknown or revoked.
         """
         ...
 
@@ -60,14 +66,17 @@ class CredentialStore(Protocol):
         reason: str = "task completed",
         audit: AuditEntry,
         event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         """Mark the task completed and revoke its unrevoked credentials, in one transaction
-        with the audit record and the revocation event (if given).
+        with the audit record and the revocation event (if given), and their live descendants
+        with an event each from `cascade` (if given).
 
         The event's expires_at is widened to the latest expiry among the credentials revoked,
         so it stays in force as long as any of them could still be presented, even one issued
-        after the caller built the event. Returns the revoked credentials (as now stored) and
-        the stored event. Raises NotFound for an unknown task, Conflict if already completed.
+        after the caller built the event. Returns the revoked credentials (as now stored; the
+        task's, then its descendants) and the stored event. Raises NotFound for an unknown task,
+        Conflict if already completed.
         """
         ...
 
@@ -79,11 +88,14 @@ class CredentialStore(Protocol):
         reason: str,
         audit: AuditEntry,
         event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[CredentialRecord, RevocationEvent | None]:
-        """Revoke one credential with its audit record and event, in one transaction.
+        """Revoke one credential with its audit record and event, in one transaction, and its
+        live descendants with an event each from `cascade` (if given).
 
-        The event's expires_at is widened to the credential's expiry. Raises NotFound for an
-        unknown jti, Conflict if it is already revoked.
+        The event's expires_at is widened to the credential's expiry. Returns the credential
+        (descendants reach the caller through `cascade`). Raises NotFound for an unknown jti,
+        Conflict if it is already revoked.
         """
         ...
 
@@ -161,13 +173,19 @@ class BanStore(Protocol):
     """Identity bans: what an exchange must refuse, and the revocation of what was issued."""
 
     async def ban(
-        self, *, ban: BanRecord, audit: AuditEntry, event: NewRevocation | None
+        self,
+        *,
+        ban: BanRecord,
+        audit: AuditEntry,
+        event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         """Record the ban and revoke every live credential (unrevoked, unexpired at
-        `ban.banned_at`) of the identities `ban.pattern` matches, in one transaction with the
-        audit record and the event (widened to the latest expiry revoked). Returns the revoked
-        credentials, oldest first, and the stored event. Raises Conflict if the pattern is
-        already banned, InvalidRequest if it is not a valid pattern.
+        `ban.banned_at`) of the identities `ban.pattern` matches, and their live descendants
+        (an event each from `cascade`), in one transaction with the audit record and the event
+        (widened to the latest expiry revoked). Returns the revoked credentials, oldest first
+        (the identities', then descendants), and the stored event. Raises Conflict if the
+        pattern is already banned, InvalidRequest if it is not a valid pattern.
         """
         ...
 

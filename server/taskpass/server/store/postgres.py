@@ -24,8 +24,10 @@ from taskpass.server.errors import Conflict, InvalidRequest, NotFound, Unavailab
 from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store import postgres_notify, postgres_schema
 from taskpass.server.store.base import MAX_PAGE, StoreChange
+from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.postgres_approvals import PostgresApprovals
 from taskpass.server.store.postgres_bans import PostgresBans
+from taskpass.server.store.postgres_cascade import check_parent, revoke_descendants
 from taskpass.server.store.postgres_errors import (
     DISCONNECTED,
     DRIVER_ERRORS,
@@ -155,6 +157,8 @@ class PostgresCredentials:
         credential_row = codec.credential_to_row(credential)
 
         async def run(tx: PgWriteTx) -> None:
+            if credential.parent_jti is not None:
+                await check_parent(tx, credential.parent_jti)
             if await tx.conn.execute(_INSERT_TASK, *task_row) == "INSERT 0 0":
                 state = await tx.conn.fetchrow(_TASK_STATE, task.requester, task.task_id)
                 if state["digest"] != task.digest:
@@ -192,6 +196,7 @@ class PostgresCredentials:
         reason: str = "task completed",
         audit: AuditEntry,
         event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         async def run(tx: PgWriteTx) -> tuple[list[CredentialRecord], RevocationEvent | None]:
             state = await tx.conn.fetchrow(_TASK_STATE, requester, task_id)
@@ -205,9 +210,13 @@ class PostgresCredentials:
                 (codec.credential_from_row(row) for row in rows),
                 key=lambda c: (c.issued_at, c.jti),
             )
-            await tx.append_audit(audit)
+            roots = [c.jti for c in revoked]
+            descendants = await revoke_descendants(tx, roots, at=at, reason=reason)
+            await tx.append_audit(with_descendants(audit, descendants))
             stored = None if event is None else await tx.append_event(_covering(event, revoked))
-            return revoked, stored
+            for new in delegated_events([*revoked, *descendants], cascade):
+                await tx.append_event(new)
+            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 
@@ -219,6 +228,7 @@ class PostgresCredentials:
         reason: str,
         audit: AuditEntry,
         event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[CredentialRecord, RevocationEvent | None]:
         async def run(tx: PgWriteTx) -> tuple[CredentialRecord, RevocationEvent | None]:
             row = await tx.conn.fetchrow(_REVOKE_CREDENTIAL, at, reason, jti)
@@ -227,8 +237,11 @@ class PostgresCredentials:
                     raise Conflict(f"credential already revoked (jti {jti!r})")
                 raise NotFound(f"no credential with jti {jti!r}")
             revoked = codec.credential_from_row(row)
-            await tx.append_audit(audit)
+            descendants = await revoke_descendants(tx, [jti], at=at, reason=reason)
+            await tx.append_audit(with_descendants(audit, descendants))
             stored = None if event is None else await tx.append_event(_covering(event, [revoked]))
+            for new in delegated_events(descendants, cascade):
+                await tx.append_event(new)
             return revoked, stored
 
         return await self._writer.submit(run)

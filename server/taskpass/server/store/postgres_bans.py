@@ -14,6 +14,8 @@ import datetime as dt
 from taskpass.server.errors import Conflict, NotFound
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
 from taskpass.server.store import postgres_codec as codec
+from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
+from taskpass.server.store.postgres_cascade import revoke_descendants
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import (
@@ -60,7 +62,12 @@ class PostgresBans:
         self._reader = reader
 
     async def ban(
-        self, *, ban: BanRecord, audit: AuditEntry, event: NewRevocation | None
+        self,
+        *,
+        ban: BanRecord,
+        audit: AuditEntry,
+        event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         pattern = parse_pattern(ban.pattern)
         reason = f"identity banned: {ban.reason}" if ban.reason else "identity banned"
@@ -77,12 +84,17 @@ class PostgresBans:
                 (codec.credential_from_row(row) for row in rows),
                 key=lambda c: (c.issued_at, c.jti),
             )
-            await tx.append_audit(audit)
-            if event is None:
-                return revoked, None
-            latest = max((c.expires_at for c in revoked), default=event.expires_at)
-            covering = dataclasses.replace(event, expires_at=max(latest, event.expires_at))
-            return revoked, await tx.append_event(covering)
+            roots = [c.jti for c in revoked]
+            descendants = await revoke_descendants(tx, roots, at=ban.banned_at, reason=reason)
+            await tx.append_audit(with_descendants(audit, descendants))
+            stored = None
+            if event is not None:
+                latest = max((c.expires_at for c in revoked), default=event.expires_at)
+                covering = dataclasses.replace(event, expires_at=max(latest, event.expires_at))
+                stored = await tx.append_event(covering)
+            for new in delegated_events([*revoked, *descendants], cascade):
+                await tx.append_event(new)
+            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 

@@ -182,6 +182,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX published_keys_until ON published_keys (publish_until)",
         ),
     ),
+    Migration(
+        5,
+        "delegation: children by parent credential",
+        # cascade revocation walks the delegation tree from parent to children (postgres_cascade)
+        (
+            "CREATE INDEX credentials_by_parent ON credentials (parent_jti)"
+            " WHERE parent_jti IS NOT NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -21,6 +21,7 @@ from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, NotFou
 from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store import sqlite_schema
 from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.records import (
     AuditEntry,
     AuditRecord,
@@ -32,6 +33,7 @@ from taskpass.server.store.records import (
 )
 from taskpass.server.store.sqlite_approvals import SqliteApprovals
 from taskpass.server.store.sqlite_bans import SqliteBans
+from taskpass.server.store.sqlite_cascade import check_parent, revoke_descendants
 from taskpass.server.store.sqlite_keys import SqliteKeys
 from taskpass.server.store.sqlite_writer import (
     DEFAULT_MAX_BATCH,
@@ -160,6 +162,8 @@ class SqliteCredentials:
         task_key = (task.requester, task.task_id)
 
         def run(tx: WriteTx) -> None:
+            if credential.parent_jti is not None:
+                check_parent(tx, credential.parent_jti)
             if tx.conn.execute(_INSERT_TASK, task_row).rowcount == 0:
                 state = _one(tx, _TASK_STATE, task_key)
                 assert state is not None  # the insert just found it
@@ -201,6 +205,7 @@ class SqliteCredentials:
         reason: str = "task completed",
         audit: AuditEntry,
         event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         at_db = codec.to_db_time(at)
         task_key = (requester, task_id)
@@ -217,9 +222,13 @@ class SqliteCredentials:
                 (codec.credential_from_row(row) for row in rows),
                 key=lambda c: (c.issued_at, c.jti),
             )
-            tx.append_audit(audit)
+            roots = [c.jti for c in revoked]
+            descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
+            tx.append_audit(with_descendants(audit, descendants))
             stored = None if event is None else tx.append_event(_covering(event, revoked))
-            return revoked, stored
+            for new in delegated_events([*revoked, *descendants], cascade):
+                tx.append_event(new)
+            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 
@@ -231,6 +240,7 @@ class SqliteCredentials:
         reason: str,
         audit: AuditEntry,
         event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[CredentialRecord, RevocationEvent | None]:
         at_db = codec.to_db_time(at)
 
@@ -241,8 +251,11 @@ class SqliteCredentials:
                     raise Conflict(f"credential already revoked (jti {jti!r})")
                 raise NotFound(f"no credential with jti {jti!r}")
             revoked = codec.credential_from_row(row)
-            tx.append_audit(audit)
+            descendants = revoke_descendants(tx, [jti], at_db=at_db, reason=reason)
+            tx.append_audit(with_descendants(audit, descendants))
             stored = None if event is None else tx.append_event(_covering(event, [revoked]))
+            for new in delegated_events(descendants, cascade):
+                tx.append_event(new)
             return revoked, stored
 
         return await self._writer.submit(run)

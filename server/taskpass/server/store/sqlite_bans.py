@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
 from taskpass.server.store import sqlite_codec as codec
+from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.records import (
     AuditEntry,
     BanRecord,
@@ -20,6 +21,7 @@ from taskpass.server.store.records import (
     NewRevocation,
     RevocationEvent,
 )
+from taskpass.server.store.sqlite_cascade import revoke_descendants
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
 _INSERT_BAN = """
@@ -78,7 +80,12 @@ class SqliteBans:
         self._reader = reader
 
     async def ban(
-        self, *, ban: BanRecord, audit: AuditEntry, event: NewRevocation | None
+        self,
+        *,
+        ban: BanRecord,
+        audit: AuditEntry,
+        event: NewRevocation | None,
+        cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         pattern = parse_pattern(ban.pattern)
         at_db = codec.to_db_time(ban.banned_at)
@@ -93,12 +100,17 @@ class SqliteBans:
                 row = tx.conn.execute(_REVOKE, (at_db, reason, jti)).fetchall()[0]
                 revoked.append(codec.credential_from_row(row))
             revoked.sort(key=lambda c: (c.issued_at, c.jti))
-            tx.append_audit(audit)
-            if event is None:
-                return revoked, None
-            latest = max((c.expires_at for c in revoked), default=event.expires_at)
-            covering = dataclasses.replace(event, expires_at=max(latest, event.expires_at))
-            return revoked, tx.append_event(covering)
+            roots = [c.jti for c in revoked]
+            descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
+            tx.append_audit(with_descendants(audit, descendants))
+            stored = None
+            if event is not None:
+                latest = max((c.expires_at for c in revoked), default=event.expires_at)
+                covering = dataclasses.replace(event, expires_at=max(latest, event.expires_at))
+                stored = tx.append_event(covering)
+            for new in delegated_events([*revoked, *descendants], cascade):
+                tx.append_event(new)
+            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 
