@@ -153,3 +153,22 @@ def test_governance_settings_that_would_weaken_security_are_refused(
 def test_dev_mode_accepts_unsigned_policy_unless_told_otherwise(tmp_path: Path) -> None:
     config = parse_config("dev_mode = true\n" + MINIMAL, base_dir=tmp_path)
     assert config.policy.require_signature is False
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        pytest.param("", 3, id="default"),
+        pytest.param("\n[delegation]\nmax_depth = 1\n", 1, id="no-further-delegation"),
+    ],
+)
+def test_delegation_max_depth_is_read_with_a_default_of_three(
+    tmp_path: Path, table: str, expected: int
+) -> None:
+    assert parse_config(MINIMAL + table, base_dir=tmp_path).delegation.max_depth == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "true", '"3"'])
+def test_delegation_max_depth_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"delegation\.max_depth must be a positive integer"):
+        parse_config(MINIMAL + f"\n[delegation]\nmax_depth = {value}\n", base_dir=tmp_path)

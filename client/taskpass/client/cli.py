@@ -128,10 +128,19 @@ def _exchange(args: argparse.Namespace) -> int:
         attributes=attributes,
         orchestrator=args.orchestrator,
     )
+    if args.scope and args.on_behalf_of is None:
+        print("taskpass: --scope narrows a delegation: give --on-behalf-of too", file=sys.stderr)
+        return EXIT_BAD_REQUEST
+    try:
+        parent = _parent_token(args.on_behalf_of)
+    except OSError as error:
+        print(f"taskpass: --on-behalf-of: {error}", file=sys.stderr)
+        return EXIT_BAD_REQUEST
+    scopes = tuple(args.scope)
 
     async def body(client: TaskpassClient) -> int:
         try:
-            credential = await client.exchange(task)
+            credential = await client.exchange(task, on_behalf_of=parent, scopes=scopes)
         except ApprovalPending as pending:
             # say which approval at once, then (if asked) wait on the same request
             if args.wait_approval is None or not pending.approval_id:
@@ -144,7 +153,10 @@ def _exchange(args: argparse.Namespace) -> int:
             )
             try:
                 credential = await client.exchange(
-                    task, wait_for_approval=dt.timedelta(seconds=args.wait_approval)
+                    task,
+                    wait_for_approval=dt.timedelta(seconds=args.wait_approval),
+                    on_behalf_of=parent,
+                    scopes=scopes,
                 )
             except ApprovalPending as still:
                 _print_pending(still, args.json)
@@ -158,6 +170,14 @@ def _exchange(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return run_client_command(args, body)
+
+
+def _parent_token(source: str | None) -> str | None:
+    """The parent agent's token, from a file or from stdin for `-`."""
+    if source is None:
+        return None
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    return text.strip()
 
 
 def _print_pending(pending: ApprovalPending, as_json: bool) -> None:
@@ -235,6 +255,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="SECONDS",
         help="if an approval is required, print its id and wait up to SECONDS for an approver "
         "(without it: print the id and exit 5)",
+    )
+    ex.add_argument(
+        "--on-behalf-of",
+        metavar="TOKEN_FILE",
+        help="delegation: a file (or - for stdin) holding the parent agent's token; you get your "
+        "own credential for its task, never wider nor longer-lived (RFC 8693)",
+    )
+    ex.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        help="with --on-behalf-of: a scope of the parent's you need (repeat it; default: all)",
     )
     out = ex.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")

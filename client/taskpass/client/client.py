@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -132,7 +132,12 @@ class TaskpassClient:
         await self._channel.close(grace=None)
 
     async def exchange(
-        self, task: Task, *, wait_for_approval: dt.timedelta | None = None
+        self,
+        task: Task,
+        *,
+        wait_for_approval: dt.timedelta | None = None,
+        on_behalf_of: str | None = None,
+        scopes: Sequence[str] = (),
     ) -> TaskCredential:
         """Ask for a credential for `task`; raises Denied, ApprovalPending, InvalidRequest, ...
 
@@ -140,11 +145,21 @@ class TaskpassClient:
         `wait_for_approval` the server waits up to that long (at most an hour) and the call
         returns as soon as an approver decides: the credential, or Denied-by-approver
         (PermissionDenied). Asking again for the same task finds the same approval request.
+
+        Delegation (RFC 8693): `on_behalf_of` is the parent agent's token; the credential you get
+        is your own (bound to your certificate), for the parent's task (same task_id and
+        audience), at most `scopes` of the parent's (all the policy allows when empty), and
+        never outliving it. Its `act` claim names every hop.
         """
         wait = 0
         if wait_for_approval is not None:
             wait = max(0, int(wait_for_approval.total_seconds()))
-        request = pb.ExchangeRequest(task=_task_proto(task), wait_for_approval_seconds=wait)
+        request = pb.ExchangeRequest(
+            task=_task_proto(task),
+            wait_for_approval_seconds=wait,
+            subject_token=on_behalf_of or "",
+            scopes=list(scopes),
+        )
         try:
             response = await self._credentials.Exchange(request, timeout=self._timeout + wait)
         except grpc.aio.AioRpcError as error:

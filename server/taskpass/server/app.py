@@ -41,6 +41,7 @@ from taskpass.server.approvals.service import Approvals
 from taskpass.server.audit.trail import AuditTrail
 from taskpass.server.clock import Clock, SystemClock
 from taskpass.server.config import ServerConfig
+from taskpass.server.delegation.service import Delegation
 from taskpass.server.errors import ConfigError
 from taskpass.server.http.app import JWKS_PATH, build_http_app, start_http
 from taskpass.server.identity.attestor import Attestor
@@ -223,6 +224,12 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         approvals=approvals,
         revocation=revocations,
         is_orchestrator=lambda workload_id: groups.is_member(workload_id, "orchestrators"),
+        delegation_planner=Delegation(
+            verifier=TokenVerifier(issuer=config.issuer.issuer, jwks=keys.jwks, clock=clock),
+            store=store,
+            bans=revocations.bans,
+            max_depth=config.delegation.max_depth,
+        ),
     )
     return Components(
         config=config,

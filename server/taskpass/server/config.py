@@ -102,6 +102,13 @@ class RevocationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DelegationConfig:
+    max_depth: int = 3
+    """The most hops a delegation chain may have below a directly issued credential (1: a
+    sub-agent may not delegate further). Holds whatever the policy allows."""
+
+
+@dataclass(frozen=True, slots=True)
 class IssuerConfig:
     issuer: str
     """The `iss` of every credential and SET; also the OAuth metadata issuer."""
@@ -160,6 +167,7 @@ class ServerConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    delegation: DelegationConfig = field(default_factory=DelegationConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -373,6 +381,9 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     shutdown_t = root.table("shutdown")
     shutdown = ShutdownConfig(grace=shutdown_t.duration("grace_seconds", 10))
     shutdown_t.finish()
+    delegation_t = root.table("delegation")
+    delegation = DelegationConfig(max_depth=delegation_t.integer("max_depth", 3))
+    delegation_t.finish()
 
     root.finish()
     return ServerConfig(
@@ -390,6 +401,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         limits=limits,
         health=health,
         shutdown=shutdown,
+        delegation=delegation,
     )
 
 

@@ -27,7 +27,12 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "txn": "t-1",
         "exp": int((NOW + dt.timedelta(minutes=10)).timestamp()),
         "cnf": {"x5t#S256": "thumb"},
-        "task": {"rules": ["grant.read"]},
+        "task": {
+            "rules": ["grant.read"],
+            "action": "read",
+            "sensitivity": "internal",
+            "environment": "",
+        },
     }
     base.update(overrides)
     return base
@@ -133,6 +138,27 @@ def test_second_hop_nests_the_previous_actor_oldest_last() -> None:
             id="other-task",
         ),
         pytest.param(
+            {},
+            {"task": task(action="write")},
+            PermissionDenied,
+            "action write is not the parent credential's action read",
+            id="other-action",
+        ),
+        pytest.param(
+            {},
+            {"task": task(environment="dev")},
+            PermissionDenied,
+            r"environment dev is not the parent credential's environment \(none\)",
+            id="other-environment",
+        ),
+        pytest.param(
+            {},
+            {"task": task(sensitivity=Sensitivity.PUBLIC)},
+            PermissionDenied,
+            "sensitivity public is below the parent credential's internal",
+            id="less-sensitive",
+        ),
+        pytest.param(
             {"client_id": TOOL},
             {},
             PermissionDenied,
@@ -158,6 +184,7 @@ def test_escalations_are_refused_with_a_reason(
         pytest.param({"scope": 3}, id="scope-not-text"),
         pytest.param({"exp": "soon"}, id="exp-not-number"),
         pytest.param({"task": "x"}, id="task-not-object"),
+        pytest.param({"task": {"action": "read", "sensitivity": "secret"}}, id="bad-sensitivity"),
     ],
 )
 def test_malformed_subject_token_claims_are_invalid(bad: dict[str, Any]) -> None:

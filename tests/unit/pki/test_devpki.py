@@ -37,6 +37,7 @@ EXPECTED_SVIDS = {
     "auditors/auditor": "spiffe://example.org/security/auditor",
     "sidecars/payments-sidecar": "spiffe://example.org/sidecars/payments",
     "orchestrators/ci": "spiffe://example.org/orchestrators/ci",
+    "tools/runner": "spiffe://example.org/tools/runner",
 }
 
 

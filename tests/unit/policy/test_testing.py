@@ -156,3 +156,46 @@ def test_case_fields_reach_the_request() -> None:
 def test_malformed_cases_file_names_the_case_and_key(raw: bytes, expected: str) -> None:
     with pytest.raises(ConfigError, match=rf"^cases\.yaml: {expected}"):
         load_cases(raw, source="cases.yaml")
+
+
+def test_a_delegation_case_reaches_the_request() -> None:
+    (case, direct) = load_cases(
+        b"""
+- name: a tool runner acts for the billing bot
+  workload: spiffe://example.org/tools/runner
+  delegation:
+    depth: 2
+    parent: spiffe://example.org/agents/billing-bot
+    parent_rules: [grant.read]
+  task: {audience: payments-api, action: read}
+  expect: {outcome: deny}
+- name: a direct exchange
+  workload: spiffe://example.org/tools/runner
+  task: {audience: payments-api, action: read}
+  expect: {outcome: deny}
+""",
+        source="cases.yaml",
+    )
+    request = case.request
+    assert request.delegation_depth == 2
+    assert request.parent_id == "spiffe://example.org/agents/billing-bot"
+    assert request.parent_rules == ("grant.read",)
+    assert (direct.request.delegation_depth, direct.request.parent_id) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("delegation", "expected"),
+    [
+        pytest.param(b"{depth: 1}", r"key 'delegation.parent': required", id="no-parent"),
+        pytest.param(b"{parent: p, depth: 0}", r"key 'delegation.depth'", id="depth-zero"),
+        pytest.param(b"{parent: p, hops: 1}", r"key 'delegation.hops': unknown", id="unknown"),
+        pytest.param(b"[p]", r"key 'delegation': must be a mapping", id="not-a-mapping"),
+    ],
+)
+def test_a_malformed_delegation_case_names_the_key(delegation: bytes, expected: str) -> None:
+    raw = (
+        b"- name: a\n  workload: w\n  delegation: " + delegation + b"\n"
+        b"  task: {audience: x, action: y}\n  expect: {outcome: allow}\n"
+    )
+    with pytest.raises(ConfigError, match=rf"^cases\.yaml: case 'a' {expected}"):
+        load_cases(raw, source="cases.yaml")

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctaskpass/v1/credential.proto\x12\x0btaskpass.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x02\n\x0eTaskDescriptor\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12-\n\x0bsensitivity\x18\x05 \x01(\x0e\x32\x18.taskpass.v1.Sensitivity\x12\x13\n\x0b\x65nvironment\x18\x06 \x01(\t\x12\x1d\n\x15requested_ttl_seconds\x18\x07 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\t \x01(\t\x12?\n\nattributes\x18\n \x03(\x0b\x32+.taskpass.v1.TaskDescriptor.AttributesEntry\x12\x14\n\x0corchestrator\x18\x0b \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x0f\x45xchangeRequest\x12)\n\x04task\x18\x01 \x01(\x0b\x32\x1b.taskpass.v1.TaskDescriptor\x12!\n\x19wait_for_approval_seconds\x18\x02 \x01(\r\"\xab\x01\n\nCredential\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x12\n\ntoken_type\x18\x06 \x01(\t\"\x88\x01\n\x0c\x44\x65\x63isionInfo\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x15\n\rmatched_rules\x18\x04 \x03(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\"l\n\x10\x45xchangeResponse\x12+\n\ncredential\x18\x01 \x01(\x0b\x32\x17.taskpass.v1.Credential\x12+\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x19.taskpass.v1.DecisionInfo\"9\n\x13\x43ompleteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\",\n\x14\x43ompleteTaskResponse\x12\x14\n\x0crevoked_jtis\x18\x01 \x03(\t\"\"\n\x11IntrospectRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xb5\x01\n\x12IntrospectResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x0b\n\x03iss\x18\x02 \x01(\t\x12\x0b\n\x03sub\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x0b\n\x03\x61ud\x18\x05 \x01(\t\x12\r\n\x05scope\x18\x06 \x01(\t\x12\x0b\n\x03jti\x18\x07 \x01(\t\x12\x0b\n\x03txn\x18\x08 \x01(\t\x12\x0b\n\x03iat\x18\t \x01(\x03\x12\x0b\n\x03\x65xp\x18\n \x01(\x03\x12\x12\n\ntoken_type\x18\x0b \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t*\x96\x01\n\x0bSensitivity\x12\x1b\n\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\x16\n\x12SENSITIVITY_PUBLIC\x10\x01\x12\x18\n\x14SENSITIVITY_INTERNAL\x10\x02\x12\x1c\n\x18SENSITIVITY_CONFIDENTIAL\x10\x03\x12\x1a\n\x16SENSITIVITY_RESTRICTED\x10\x04\x32\xc6\x02\n\x11\x43redentialService\x12G\n\x08\x45xchange\x12\x1c.taskpass.v1.ExchangeRequest\x1a\x1d.taskpass.v1.ExchangeResponse\x12S\n\x0c\x43ompleteTask\x12 .taskpass.v1.CompleteTaskRequest\x1a!.taskpass.v1.CompleteTaskResponse\x12M\n\nIntrospect\x12\x1e.taskpass.v1.IntrospectRequest\x1a\x1f.taskpass.v1.IntrospectResponse\x12\x44\n\x07GetJwks\x12\x1b.taskpass.v1.GetJwksRequest\x1a\x1c.taskpass.v1.GetJwksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctaskpass/v1/credential.proto\x12\x0btaskpass.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x02\n\x0eTaskDescriptor\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0c\n\x04tool\x18\x04 \x01(\t\x12-\n\x0bsensitivity\x18\x05 \x01(\x0e\x32\x18.taskpass.v1.Sensitivity\x12\x13\n\x0b\x65nvironment\x18\x06 \x01(\t\x12\x1d\n\x15requested_ttl_seconds\x18\x07 \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\t \x01(\t\x12?\n\nattributes\x18\n \x03(\x0b\x32+.taskpass.v1.TaskDescriptor.AttributesEntry\x12\x14\n\x0corchestrator\x18\x0b \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x0f\x45xchangeRequest\x12)\n\x04task\x18\x01 \x01(\x0b\x32\x1b.taskpass.v1.TaskDescriptor\x12!\n\x19wait_for_approval_seconds\x18\x02 \x01(\r\x12\x15\n\rsubject_token\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\"\xab\x01\n\nCredential\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03jti\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x12\n\ntoken_type\x18\x06 \x01(\t\"\x88\x01\n\x0c\x44\x65\x63isionInfo\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t\x12\x15\n\rmatched_rules\x18\x04 \x03(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x13\n\x0b\x61pproval_id\x18\x06 \x01(\t\"l\n\x10\x45xchangeResponse\x12+\n\ncredential\x18\x01 \x01(\x0b\x32\x17.taskpass.v1.Credential\x12+\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x19.taskpass.v1.DecisionInfo\"9\n\x13\x43ompleteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\trequester\x18\x02 \x01(\t\",\n\x14\x43ompleteTaskResponse\x12\x14\n\x0crevoked_jtis\x18\x01 \x03(\t\"\"\n\x11IntrospectRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xb5\x01\n\x12IntrospectResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x0b\n\x03iss\x18\x02 \x01(\t\x12\x0b\n\x03sub\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x04 \x01(\t\x12\x0b\n\x03\x61ud\x18\x05 \x01(\t\x12\r\n\x05scope\x18\x06 \x01(\t\x12\x0b\n\x03jti\x18\x07 \x01(\t\x12\x0b\n\x03txn\x18\x08 \x01(\t\x12\x0b\n\x03iat\x18\t \x01(\x03\x12\x0b\n\x03\x65xp\x18\n \x01(\x03\x12\x12\n\ntoken_type\x18\x0b \x01(\t\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t*\x96\x01\n\x0bSensitivity\x12\x1b\n\x17SENSITIVITY_UNSPECIFIED\x10\x00\x12\x16\n\x12SENSITIVITY_PUBLIC\x10\x01\x12\x18\n\x14SENSITIVITY_INTERNAL\x10\x02\x12\x1c\n\x18SENSITIVITY_CONFIDENTIAL\x10\x03\x12\x1a\n\x16SENSITIVITY_RESTRICTED\x10\x04\x32\xc6\x02\n\x11\x43redentialService\x12G\n\x08\x45xchange\x12\x1c.taskpass.v1.ExchangeRequest\x1a\x1d.taskpass.v1.ExchangeResponse\x12S\n\x0c\x43ompleteTask\x12 .taskpass.v1.CompleteTaskRequest\x1a!.taskpass.v1.CompleteTaskResponse\x12M\n\nIntrospect\x12\x1e.taskpass.v1.IntrospectRequest\x1a\x1f.taskpass.v1.IntrospectResponse\x12\x44\n\x07GetJwks\x12\x1b.taskpass.v1.GetJwksRequest\x1a\x1c.taskpass.v1.GetJwksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASKDESCRIPTOR_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_TASKDESCRIPTOR_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_SENSITIVITY']._serialized_start=1363
-  _globals['_SENSITIVITY']._serialized_end=1513
+  _globals['_SENSITIVITY']._serialized_start=1403
+  _globals['_SENSITIVITY']._serialized_end=1553
   _globals['_TASKDESCRIPTOR']._serialized_start=79
   _globals['_TASKDESCRIPTOR']._serialized_end=459
   _globals['_TASKDESCRIPTOR_ATTRIBUTESENTRY']._serialized_start=410
   _globals['_TASKDESCRIPTOR_ATTRIBUTESENTRY']._serialized_end=459
-  _globals['_EXCHANGEREQUEST']._serialized_start=461
-  _globals['_EXCHANGEREQUEST']._serialized_end=556
-  _globals['_CREDENTIAL']._serialized_start=559
-  _globals['_CREDENTIAL']._serialized_end=730
-  _globals['_DECISIONINFO']._serialized_start=733
-  _globals['_DECISIONINFO']._serialized_end=869
-  _globals['_EXCHANGERESPONSE']._serialized_start=871
-  _globals['_EXCHANGERESPONSE']._serialized_end=979
-  _globals['_COMPLETETASKREQUEST']._serialized_start=981
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1038
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=1040
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=1084
-  _globals['_INTROSPECTREQUEST']._serialized_start=1086
-  _globals['_INTROSPECTREQUEST']._serialized_end=1120
-  _globals['_INTROSPECTRESPONSE']._serialized_start=1123
-  _globals['_INTROSPECTRESPONSE']._serialized_end=1304
-  _globals['_GETJWKSREQUEST']._serialized_start=1306
-  _globals['_GETJWKSREQUEST']._serialized_end=1322
-  _globals['_GETJWKSRESPONSE']._serialized_start=1324
-  _globals['_GETJWKSRESPONSE']._serialized_end=1360
-  _globals['_CREDENTIALSERVICE']._serialized_start=1516
-  _globals['_CREDENTIALSERVICE']._serialized_end=1842
+  _globals['_EXCHANGEREQUEST']._serialized_start=462
+  _globals['_EXCHANGEREQUEST']._serialized_end=596
+  _globals['_CREDENTIAL']._serialized_start=599
+  _globals['_CREDENTIAL']._serialized_end=770
+  _globals['_DECISIONINFO']._serialized_start=773
+  _globals['_DECISIONINFO']._serialized_end=909
+  _globals['_EXCHANGERESPONSE']._serialized_start=911
+  _globals['_EXCHANGERESPONSE']._serialized_end=1019
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1021
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1078
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=1080
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=1124
+  _globals['_INTROSPECTREQUEST']._serialized_start=1126
+  _globals['_INTROSPECTREQUEST']._serialized_end=1160
+  _globals['_INTROSPECTRESPONSE']._serialized_start=1163
+  _globals['_INTROSPECTRESPONSE']._serialized_end=1344
+  _globals['_GETJWKSREQUEST']._serialized_start=1346
+  _globals['_GETJWKSREQUEST']._serialized_end=1362
+  _globals['_GETJWKSRESPONSE']._serialized_start=1364
+  _globals['_GETJWKSRESPONSE']._serialized_end=1400
+  _globals['_CREDENTIALSERVICE']._serialized_start=1556
+  _globals['_CREDENTIALSERVICE']._serialized_end=1882
 # @@protoc_insertion_point(module_scope)

@@ -132,22 +132,35 @@ class ExchangeRequest(_message.Message):
 
     TASK_FIELD_NUMBER: _builtins.int
     WAIT_FOR_APPROVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    SUBJECT_TOKEN_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
     wait_for_approval_seconds: _builtins.int
     """When policy wants an approval: 0 answers FAILED_PRECONDITION at once, with the approval id
     in the `taskpass-approval-id` trailer; N waits up to N seconds (at most 3600) and returns
     as soon as an approver decides. Asking again for the same task finds the same request.
     """
+    subject_token: _builtins.str
+    """Delegation (RFC 8693 token exchange): the parent agent's credential, which the caller (the
+    actor) exchanges for its own, narrower one: same task and audience, a subset of the scopes,
+    no longer lifetime, `cnf` bound to the caller's certificate, `act` naming every hop.
+    """
     @_builtins.property
     def task(self) -> Global___TaskDescriptor: ...
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With subject_token: the parent's scopes the caller asks for (empty: all the policy allows)."""
+
     def __init__(
         self,
         *,
         task: Global___TaskDescriptor | None = ...,
         wait_for_approval_seconds: _builtins.int = ...,
+        subject_token: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["task", b"task", "wait_for_approval_seconds", b"wait_for_approval_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scopes", b"scopes", "subject_token", b"subject_token", "task", b"task", "wait_for_approval_seconds", b"wait_for_approval_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

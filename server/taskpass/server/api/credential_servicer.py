@@ -48,6 +48,8 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
                 current_workload(),
                 task_from_proto(request.task),
                 wait_for_approval=dt.timedelta(seconds=wait) if wait else None,
+                subject_token=request.subject_token,
+                scopes=tuple(request.scopes),
             )
         except TaskpassError as error:
             await abort_with(context, error)

@@ -1,6 +1,7 @@
-"""The rules of one delegation hop. Every hop may only narrow: same audience and task, a subset of
-the scopes, a lifetime inside the parent's, one level deeper than the parent, never past the
-configured maximum depth. Pure functions over already-verified claims; no I/O, no gRPC.
+"""The rules of one delegation hop. Every hop may only narrow: same audience, task, action and
+environment, at least the parent's sensitivity, a subset of the scopes, a lifetime inside the
+parent's, one level deeper than the parent, never past the configured maximum depth. Pure
+functions over already-verified claims; no I/O, no gRPC.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from taskpass.server.errors import InvalidRequest, PermissionDenied
 from taskpass.server.identity.workload import Workload
-from taskpass.server.tasks.descriptor import TaskDescriptor
+from taskpass.server.tasks.descriptor import Sensitivity, TaskDescriptor
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,9 @@ class ParentCredential:
     audience: str
     scopes: frozenset[str]
     task_id: str
+    action: str
+    sensitivity: Sensitivity
+    environment: str
     expires_at: dt.datetime
     actor: Mapping[str, Any] | None  # the parent's own `act` chain, if it was delegated
     rules: tuple[str, ...]  # policy rules that allowed the parent
@@ -53,6 +57,9 @@ class ParentCredential:
                 audience=_text(claims, "aud"),
                 scopes=frozenset(scope.split()),
                 task_id=_text(claims, "txn"),
+                action=_text(task, "action"),
+                sensitivity=Sensitivity[_text(task, "sensitivity").upper()],
+                environment=str(task.get("environment", "")),
                 expires_at=dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC),
                 actor=act if isinstance(act, dict) else None,
                 rules=tuple(str(r) for r in rules),
@@ -77,6 +84,25 @@ def actor_depth(actor: Mapping[str, Any] | None) -> int:
         depth += 1
         actor = actor.get("act")
     return depth
+
+
+def _check_same_kind_of_work(parent: ParentCredential, task: TaskDescriptor) -> None:
+    """The task claim a relying party (and policy) reads must not loosen the parent's."""
+    if task.action != parent.action:
+        raise PermissionDenied(
+            f"action {task.action} is not the parent credential's action {parent.action}; "
+            "delegation can only narrow"
+        )
+    if task.environment != parent.environment:
+        raise PermissionDenied(
+            f"environment {task.environment or '(none)'} is not the parent credential's "
+            f"environment {parent.environment or '(none)'}; delegation can only narrow"
+        )
+    if task.sensitivity < parent.sensitivity:
+        raise PermissionDenied(
+            f"sensitivity {task.sensitivity.name.lower()} is below the parent credential's "
+            f"{parent.sensitivity.name.lower()}; a delegated task is at least as sensitive"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +141,7 @@ def plan_hop(
             f"audience {task.audience} is not the parent credential's audience "
             f"{parent.audience}; delegation can only narrow"
         )
+    _check_same_kind_of_work(parent, task)
     wider = sorted(set(requested_scopes) - parent.scopes)
     if wider:
         raise PermissionDenied(

@@ -31,8 +31,12 @@ class TokenVerifier:
             self._cached = (current, KeySet.import_key_set(current))  # type: ignore[arg-type]
         return self._cached[1]
 
-    def verify(self, token: str) -> dict[str, Any] | None:
-        """The claims of a valid, unexpired at+jwt from this issuer; None for anything else."""
+    def verify(self, token: str, *, check_lifetime: bool = True) -> dict[str, Any] | None:
+        """The claims of a valid, unexpired at+jwt from this issuer; None for anything else.
+
+        `check_lifetime=False` accepts an expired (or not yet valid) one, for a caller that
+        explains expiry itself (a delegation's subject token).
+        """
         if not token or len(token) > MAX_TOKEN_BYTES:
             return None
         try:
@@ -42,6 +46,8 @@ class TokenVerifier:
         if decoded.header.get("typ") != "at+jwt":
             return None
         claims = decoded.claims
+        if not check_lifetime:
+            return claims if claims.get("iss") == self._issuer else None
         now = int(self._clock.now().timestamp())
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)
         if claims.get("iss") != self._issuer or not isinstance(exp, int) or exp <= now:

@@ -12,6 +12,7 @@ Layout written under `out` (private keys 0600):
     auditors/auditor.{pem,key}          spiffe://TD/security/auditor
     sidecars/payments-sidecar.{pem,key} spiffe://TD/sidecars/payments
     orchestrators/ci.{pem,key}          spiffe://TD/orchestrators/ci
+    tools/runner.{pem,key}              spiffe://TD/tools/runner (a sub-agent for delegation)
     jwt/signer.key jwt/bundle.json      JWT-SVID signing key; SPIFFE bundle (JWKS) to verify it
 
 Never use it outside development: keys are unencrypted files.
@@ -65,6 +66,7 @@ DEV_SVIDS: Mapping[str, str] = {
     "auditors/auditor": "/security/auditor",
     "sidecars/payments-sidecar": "/sidecars/payments",
     "orchestrators/ci": "/orchestrators/ci",
+    "tools/runner": "/tools/runner",
 }
 """File prefix under the output directory -> SPIFFE ID path."""
 

@@ -8,6 +8,10 @@ A cases file is a YAML list; each case names a caller, a task and what the polic
       svid_ttl: 1h                 # optional: the caller's SVID expires this long after `now`
       now: "2026-06-01T12:00:00Z"  # optional; a fixed default keeps runs reproducible
       approved: [approval.x]       # optional: require_approval rules already satisfied
+      delegation:                  # optional: the request delegates a parent credential
+        depth: 1                   # hops below a directly issued credential (default 1)
+        parent: spiffe://example.org/agents/billing-bot   # who holds the parent (required)
+        parent_rules: [grant.x]    # the rules that allowed the parent (default none)
       task:
         audience: payments-api     # required
         action: read               # required
@@ -44,8 +48,9 @@ DEFAULT_TASK_TTL = dt.timedelta(minutes=10)
 MAX_CASES = 10_000
 
 _CASE_KEYS = frozenset(
-    {"name", "workload", "method", "svid_ttl", "now", "approved", "task", "expect"}
+    {"name", "workload", "method", "svid_ttl", "now", "approved", "delegation", "task", "expect"}
 )
+_DELEGATION_KEYS = frozenset({"depth", "parent", "parent_rules"})
 _TASK_KEYS = frozenset(
     {
         "id",
@@ -170,12 +175,32 @@ def _parse_request(item: Mapping[object, object], index: int) -> PolicyRequest:
         id=workload_id, method=method, trust_domain=trust_domain, expires_at=now + svid_ttl
     )
     approved = _strings(item.get("approved", []), "approved")
+    depth, parent, parent_rules = _parse_delegation(item.get("delegation"))
     return PolicyRequest(
         workload=workload,
         task=_parse_task(item.get("task"), now, index),
         now=now,
         satisfied_approvals=frozenset(approved),
+        delegation_depth=depth,
+        parent_id=parent,
+        parent_rules=parent_rules,
     )
+
+
+def _parse_delegation(data: object) -> tuple[int, str, tuple[str, ...]]:
+    """(depth, parent holder, parent rules); (0, "", ()) for a direct exchange."""
+    if data is None:
+        return 0, "", ()
+    if not isinstance(data, dict):
+        raise _CaseError("delegation", "must be a mapping with at least parent")
+    _check_keys(data, _DELEGATION_KEYS, "delegation.")
+    depth = data.get("depth", 1)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise _CaseError("delegation.depth", "must be a whole number of hops, at least 1")
+    parent = data.get("parent")
+    if not isinstance(parent, str) or not parent:
+        raise _CaseError("delegation.parent", "required: the identity holding the parent")
+    return depth, parent, _strings(data.get("parent_rules", []), "delegation.parent_rules")
 
 
 def _parse_task(data: object, now: dt.datetime, index: int) -> TaskDescriptor:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from taskpass.server.approvals.service import Approvals
 from taskpass.server.clock import Clock
+from taskpass.server.delegation import service as delegation
+from taskpass.server.delegation.chain import Hop
 from taskpass.server.errors import (
     ApprovalRequired,
     Conflict,
@@ -116,6 +118,7 @@ class TaskService:
         approvals: Approvals | None = None,
         revocation: RevocationService | None = None,
         is_orchestrator: Callable[[str], bool] = lambda _: False,
+        delegation_planner: delegation.Delegation | None = None,
     ) -> None:
         """Without `approvals`, a pending decision is answered ApprovalRequired with no
         approval id and nothing to wait for (tests of the exchange alone). Without
@@ -128,6 +131,9 @@ class TaskService:
         self._approvals = approvals
         self._revocation = revocation
         self._is_orchestrator = is_orchestrator
+        self._delegation = delegation_planner or delegation.Delegation(
+            verifier=verifier, store=store, bans=revocation.bans if revocation else None
+        )
 
     async def exchange(
         self,
@@ -135,12 +141,17 @@ class TaskService:
         task: TaskDescriptor,
         *,
         wait_for_approval: dt.timedelta | None = None,
+        subject_token: str = "",
+        scopes: Sequence[str] = (),
     ) -> Exchanged:
         """Decide, and on allow sign a credential and make it durable before returning it.
 
         A pending decision becomes an approval request (or finds the one asked for before);
         with `wait_for_approval` the call waits up to that long for an approver, and completes
         as soon as one decides. An approved request is used once, for this exact task.
+
+        With `subject_token` (a parent credential) this is a delegation (RFC 8693): `workload`
+        acts under it, for at most `scopes` of it (all of them when empty); see delegation/.
         """
         if wait_for_approval is not None and not (
             dt.timedelta(0) <= wait_for_approval <= MAX_APPROVAL_WAIT
@@ -149,16 +160,25 @@ class TaskService:
                 "wait_for_approval_seconds",
                 f"must be at most {int(MAX_APPROVAL_WAIT.total_seconds())}",
             )
+        if scopes and not subject_token:
+            raise InvalidRequest("scopes", "narrow scopes only when delegating (subject_token)")
         if self._revocation is not None:
             await self._revocation.admit(workload)  # a banned identity gets nothing
         now = self._clock.now()
-        decision = self._policy.current().decide(
-            PolicyRequest(workload=workload, task=task, now=now)
-        )
+        hop = None
+        if subject_token:
+            hop = await self._delegation.plan(
+                workload, task, subject_token=subject_token, scopes=scopes, now=now
+            )
+        decision = self._decide(workload, task, now, hop)
         decision_id = new_decision_id()
         decided = _decision_audit(decision_id, workload, task, decision)
+        if hop is not None:
+            decided["delegation"] = delegation.audit(hop)
         if decision.outcome is Outcome.ALLOW:
-            return await self._issue(workload, task, decision, decision_id, decided, now=now)
+            return await self._issue(
+                workload, task, decision, decision_id, decided, now=now, hop=hop
+            )
 
         approval = None
         if decision.outcome is Outcome.PENDING_APPROVAL and self._approvals is not None:
@@ -181,8 +201,22 @@ class TaskService:
                 approver_groups=decision.approver_groups,
             )
         return await self._exchange_approved(
-            workload, task, decision, decision_id, approval, wait_for_approval
+            workload, task, decision, decision_id, approval, wait_for_approval, hop
         )
+
+    def _decide(
+        self,
+        workload: Workload,
+        task: TaskDescriptor,
+        now: dt.datetime,
+        hop: Hop | None,
+        satisfied_approvals: frozenset[str] = frozenset(),
+    ) -> Decision:
+        """The policy's decision; for a delegation, held inside the parent credential."""
+        decision = self._policy.current().decide(
+            delegation.policy_request(workload, task, now, hop, satisfied_approvals)
+        )
+        return decision if hop is None else delegation.narrow(decision, hop, now)
 
     async def _exchange_approved(
         self,
@@ -192,6 +226,7 @@ class TaskService:
         decision_id: str,
         approval: ApprovalRecord,
         wait: dt.timedelta | None,
+        hop: Hop | None = None,
     ) -> Exchanged:
         """Wait for the approval if asked, then use it once for this task."""
         assert self._approvals is not None
@@ -213,14 +248,7 @@ class TaskService:
                 approval_id=approval.approval_id,
             )
         now = self._clock.now()
-        regranted = self._policy.current().decide(
-            PolicyRequest(
-                workload=workload,
-                task=task,
-                now=now,
-                satisfied_approvals=frozenset(approval.rules),
-            )
-        )
+        regranted = self._decide(workload, task, now, hop, frozenset(approval.rules))
         if regranted.outcome is Outcome.DENY:
             raise PolicyDenied(
                 regranted.reason or "denied by policy",
@@ -233,6 +261,8 @@ class TaskService:
         decided = _decision_audit(decision_id, workload, task, regranted)
         decided["approval_id"] = consumed.approval_id
         decided["approved_by"] = consumed.decided_by
+        if hop is not None:
+            decided["delegation"] = delegation.audit(hop)
         return await self._issue(
             workload,
             task,
@@ -241,6 +271,7 @@ class TaskService:
             decided,
             now=now,
             approval_id=consumed.approval_id,
+            hop=hop,
         )
 
     async def _check_task_can_be_issued(self, workload: Workload, task: TaskDescriptor) -> None:
@@ -268,9 +299,15 @@ class TaskService:
         *,
         now: dt.datetime,
         approval_id: str | None = None,
+        hop: Hop | None = None,
     ) -> Exchanged:
         credential = self._issuer.issue(
-            workload=workload, task=task, decision=decision, approval_id=approval_id
+            workload=delegation.bound(workload, hop),
+            task=task,
+            decision=decision,
+            approval_id=approval_id,
+            actor=None if hop is None else hop.actor,
+            subject=None if hop is None else hop.subject,
         )
         record = CredentialRecord(
             jti=credential.jti,
@@ -284,7 +321,7 @@ class TaskService:
             kid=credential.kid,
             cert_thumbprint=workload.cert_thumbprint,
             approval_id=approval_id,
-            parent_jti=None,
+            parent_jti=None if hop is None else hop.parent.jti,
             revoked_at=None,
             revoke_reason="",
         )
@@ -322,9 +359,10 @@ class TaskService:
         owner = requester or workload.id
         if owner != workload.id:
             await self._check_orchestrator(workload, owner, task_id)
-        event = None
+        event = cascade = None
         if self._revocation is not None:
             event = self._revocation.task_completed(requester=owner, task_id=task_id, at=now)
+            cascade = self._revocation.cascade(at=now)  # the task's delegated descendants
         revoked, stored = await self._store.credentials.complete_task(
             requester=owner,
             task_id=task_id,
@@ -340,9 +378,10 @@ class TaskService:
                 },
             ),
             event=event,
+            cascade=cascade,
         )
         if self._revocation is not None:
-            self._revocation.published(stored)  # durable: now tell the subscribers
+            self._revocation.published(stored, cascade)  # durable: now tell the subscribers
         return [c.jti for c in revoked]
 
     async def introspect(self, token: str) -> Introspection:
