@@ -446,6 +446,7 @@ class TaskpassServer:
         if self._health is not None:
             await self._health.shutting_down()
         stopping = [asyncio.create_task(s.stop(grace)) for s in self._grpc]
+        await asyncio.sleep(0)  # the listeners refuse new calls before any stream is ended
         self.components.revocations.hub.close(STOPPING)
         await asyncio.gather(*stopping)
         for task in self._background:
