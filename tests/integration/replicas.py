@@ -223,6 +223,8 @@ async def _spawn(name: str, directory: Path, config: Path, application_name: str
         str(config),
         "--log-level",
         "info",
+        "--log-format",
+        "text",
         cwd=ROOT,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
