@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import socket
@@ -27,7 +28,14 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskpass.client import TaskpassClient
-from tests.integration.harness import ADMIN, BILLING_BOT, harness_config_text
+from taskpass.server.app import TaskpassServer
+from tests.integration.harness import (
+    ADMIN,
+    BILLING_BOT,
+    Harness,
+    harness_config,
+    harness_config_text,
+)
 from tests.support.pki import EXAMPLE, TestPki
 
 START_TIMEOUT = 20.0
@@ -38,6 +46,20 @@ FAST_RECONNECT = [
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 250),
 ]
+
+
+async def start_tuned_harness(directory: Path, pki: TestPki, **changes: Any) -> Harness:
+    """The in-process harness with ServerConfig fields replaced (limits=..., health=...)."""
+    legacy_ca = pki.ca("legacy batch CA")
+    config = dataclasses.replace(harness_config(directory, pki, legacy_ca), **changes)
+    return Harness(
+        server=await TaskpassServer.start(config),
+        pki=pki,
+        directory=directory,
+        server_ca=directory / "bundles" / f"{EXAMPLE}.pem",
+        legacy_ca=legacy_ca,
+        policy_key=directory / "policy-signer" / "policy-signer.key",
+    )
 
 
 def free_port() -> int:
