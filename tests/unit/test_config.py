@@ -121,10 +121,12 @@ def test_policy_signers_and_approval_ttl_are_read(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         'file = "policy.yaml"', 'file = "policy.yaml"\nsigners = ["keys/a.pem"]\nreload_seconds = 1'
     )
-    config = parse_config(text + "\n[approvals]\nttl_seconds = 60\n", base_dir=tmp_path)
+    approvals = "\n[approvals]\nttl_seconds = 60\nrecheck_seconds = 30\n"
+    config = parse_config(text + approvals, base_dir=tmp_path)
     assert config.policy.signers == (tmp_path / "keys/a.pem",)
     assert config.policy.reload_interval == dt.timedelta(seconds=1)
     assert config.approvals.ttl == dt.timedelta(seconds=60)
+    assert config.approvals.recheck == dt.timedelta(seconds=30)
 
 
 @pytest.mark.parametrize(
@@ -136,6 +138,9 @@ def test_policy_signers_and_approval_ttl_are_read(tmp_path: Path) -> None:
             id="unsigned-outside-dev-mode",
         ),
         pytest.param("\n[approvals]\nttl_seconds = 0\n", "approvals.ttl_seconds", id="zero-ttl"),
+        pytest.param(
+            "\n[approvals]\nrecheck_seconds = 0\n", "approvals.recheck_seconds", id="no-recheck"
+        ),
     ],
 )
 def test_governance_settings_that_would_weaken_security_are_refused(

@@ -241,3 +241,25 @@ async def test_notify_wakes_the_loop_to_merge_a_key_published_by_another_replica
             await task
 
     assert a.ring.active.kid in {member["kid"] for member in b_ring.jwks()["keys"]}
+
+
+async def test_the_loop_publishes_a_key_rotated_in_without_being_told(
+    tmp_path: Path, store: SqliteStore, clock: FixedClock
+) -> None:
+    reads = CountingReads(store)
+    ring = KeyRing.load_or_create(tmp_path / "a", algorithm="ES256", clock=clock)
+    shared = SharedKeys(ring=ring, store=reads, clock=clock, replica="a", settings=SETTINGS)
+    await shared.start()
+    task = asyncio.create_task(shared.run())
+    try:
+        upcoming = ring.rotate()  # no publishing() hook: the loop notices the ring changed
+        reads.read.clear()
+        shared.notify()
+        async with asyncio.timeout(WAIT_S):
+            await reads.read.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert upcoming.kid in await published(store, clock)

@@ -78,10 +78,13 @@ class SharedKeys:
         self._replica = replica
         self._settings = settings or SharingSettings()
         self._wake = asyncio.Event()
+        self._last_published: frozenset[tuple[str, KeyState]] = frozenset()
+        """This replica's keys (kid, state) as last published."""
 
     async def publish(self) -> list[PublishedKey]:
         """Publish (or renew) every key of this replica's ring; returns them as stored."""
         now = self._clock.now()
+        own = self._own_keys()
         stored = []
         for key in self._ring.signing_keys():
             until = self._until(key, now)
@@ -90,6 +93,7 @@ class SharedKeys:
             published = self._published(key, now, until)
             audit = _audit(key, self._replica, now, until)
             stored.append(await self._store.publish(published, audit=audit))
+        self._last_published = own
         return stored
 
     def _until(self, key: SigningKey, now: dt.datetime) -> dt.datetime:
@@ -134,17 +138,14 @@ class SharedKeys:
         A change of this replica's own keys (a rotation) is published at the next wake-up:
         call notify() when rotating, or give the new key a grace longer than refresh_interval."""
         settings = self._settings
-        published = self._own_keys()
         next_renewal = self._clock.now() + settings.renew_interval
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), settings.refresh_interval.total_seconds())
             self._wake.clear()  # after waking: a notify() during the work below is not lost
             try:
-                own = self._own_keys()
-                if own != published or self._clock.now() >= next_renewal:
+                if self._own_keys() != self._last_published or self._clock.now() >= next_renewal:
                     await self.publish()
-                    published = own
                     next_renewal = self._clock.now() + settings.renew_interval
                 await self.refresh()
             except TaskpassError as error:
