@@ -79,10 +79,18 @@ class Replica:
         if self.running:
             self.process.send_signal(signal.SIGKILL)
 
+    async def exited(self, timeout: float) -> bool:
+        """Wait (bounded) until the process is gone. Polls the return code: on Python 3.11,
+        `Process.wait()` also waits for the stderr pipe to close, which under load can lag."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.running and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.running
+
     async def stop(self) -> None:
         self.kill()
-        with contextlib.suppress(TimeoutError, ProcessLookupError):
-            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError):
+            await self.exited(STOP_TIMEOUT_S)
         if self._drain is not None:
             self._drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):

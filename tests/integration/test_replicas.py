@@ -295,7 +295,7 @@ async def test_killing_a_replica_mid_load_loses_nothing_the_clients_were_told(
         await resumed.stop()
     code, out = await run_cli(capsys, "audit", "verify", *cluster.connection_args(a, ADMIN))
 
-    await asyncio.wait_for(b.process.wait(), WAIT)  # it is gone
+    assert await b.exited(WAIT)  # it is gone
     assert failures > 0  # B really died under load
     assert all(record is not None for record in stored)  # every credential a client received
     assert {e.seq: e.jti for e in events if e.seq in revoked} == revoked
