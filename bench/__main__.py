@@ -4,6 +4,7 @@ python -m bench                  # the full run (about 4 minutes on a 2-core mac
 python -m bench --quick          # a smoke run (under a minute): fewer levels, short windows
 python -m bench --history 0      # skip the large-history run
 python -m bench --cprofile bench/exchange.prof   # profile the exchange server process
+python -m bench --fanout 1000 --skip-replicas     # one fan-out size, no PostgreSQL part
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import environment, history, micro, report
-from bench.processes import ServerProcess, load
+from bench.processes import ROOT, ServerProcess, load
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ("throughput", "p50_ms", "p90_ms", "p99_ms", "server_cpu_us", "client_cpu_us")
+FANOUT_TIMEOUT_S = 900
+REPLICAS_TIMEOUT_S = 300
 
 
 def _levels(text: str) -> list[int]:
@@ -46,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
         help="credentials stored before the history run (default 1,000,000; 0 skips it)",
     )
     p.add_argument("--skip-micro", action="store_true", help="skip policy/verification figures")
+    p.add_argument(
+        "--fanout",
+        type=_levels,
+        help="revocation fan-out subscriber counts (default 100,1000,5000; --quick: 100,1000)",
+    )
+    p.add_argument(
+        "--fanout-rounds",
+        type=int,
+        help="measured revocations per fan-out size (default 100, fewer above 2,000; quick 20)",
+    )
+    p.add_argument("--skip-fanout", action="store_true", help="skip the revocation fan-out")
+    p.add_argument(
+        "--replica-rounds",
+        type=int,
+        help="measured revocations across replicas (default 300; --quick: 50)",
+    )
+    p.add_argument(
+        "--skip-replicas",
+        action="store_true",
+        help="skip cross-replica propagation (skipped anyway when PostgreSQL is not reachable)",
+    )
     p.add_argument("--out", type=Path, default=HERE / "results.json")
     p.add_argument("--plot", type=Path, default=HERE / "results.png")
     p.add_argument("--cprofile", type=Path, help="cProfile the exchange server into this file")
@@ -66,6 +92,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             args.history if args.history is not None else (100_000 if quick else 1_000_000)
         ),
         "micro_calls": 5_000 if quick else 20_000,
+        "fanout_subscribers": args.fanout or ([100, 1000] if quick else [100, 1000, 5000]),
+        "fanout_rounds": args.fanout_rounds or (20 if quick else None),
+        "replica_rounds": args.replica_rounds or (50 if quick else 300),
     }
 
 
@@ -117,6 +146,64 @@ def _load_points(
         )
         points.append(point)
     return points
+
+
+def _run_module(module: str, argv: list[str], timeout: float) -> str | None:
+    """`python -m module argv...`, its stderr passed through as it comes; None when it exits 0,
+    else why it did not (with the end of its stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *argv],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(timeout, proc.kill)  # never let one part hang the whole run
+    watchdog.start()
+    tail: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            tail = [*tail[-4:], line.rstrip()]
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    if code == 0:
+        return None
+    killed = f"killed after {timeout:.0f} s; " if code == -9 else ""
+    return f"{module} {killed}exited with {code}: {' | '.join(tail)}"
+
+
+def _fanout(settings: dict[str, Any], work: Path) -> dict[str, Any]:
+    counts = settings["fanout_subscribers"]
+    print(f"fan-out: {', '.join(map(str, counts))} subscribers", file=sys.stderr, flush=True)
+    out = work / "fanout.json"
+    argv = ["--subscribers", *map(str, counts), "--json", str(out)]
+    if settings["fanout_rounds"]:
+        argv += ["--rounds", str(settings["fanout_rounds"])]
+    failure = _run_module("bench.revocation_fanout", argv, FANOUT_TIMEOUT_S)
+    if failure is not None:
+        return {"status": "failed", "reason": failure}
+    levels = [report.fanout_level(level) for level in json.loads(out.read_text())]
+    return {"status": "measured", "levels": levels}
+
+
+def _replicas(settings: dict[str, Any], work: Path) -> dict[str, Any]:
+    from bench import replicas  # imports the test harness; only when this part runs
+
+    unreachable = replicas.unreachable()
+    if unreachable is not None:
+        reason = f"{unreachable}; set TASKPASS_TEST_PG_DSN or start PostgreSQL"
+        print(f"replicas: SKIPPED: {reason}", file=sys.stderr, flush=True)
+        return {"status": "skipped", "reason": reason}
+    print("replicas: cross-replica propagation on PostgreSQL", file=sys.stderr, flush=True)
+    out = work / "replicas.json"
+    argv = ["--rounds", str(settings["replica_rounds"]), "--json", str(out)]
+    failure = _run_module("bench.replicas", argv, REPLICAS_TIMEOUT_S)
+    if failure is not None:
+        return {"status": "failed", "reason": failure}
+    return {"status": "measured", **report.replicas_judged(json.loads(out.read_text()))}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +262,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "fill_seconds": fill_seconds,
                 "points": points,
             }
+
+        results["fanout"] = (
+            {"status": "skipped", "reason": "--skip-fanout"}
+            if args.skip_fanout
+            else _fanout(settings, work)
+        )
+        results["replicas"] = (
+            {"status": "skipped", "reason": "--skip-replicas"}
+            if args.skip_replicas
+            else _replicas(settings, work)
+        )
     finally:
         if args.keep:
             print(f"work directory kept: {work}", file=sys.stderr)
@@ -194,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     latency_plot(results, args.plot)
     print(report.table(results))
     print(f"\n{args.out} and {args.plot} written in {results['seconds']:.0f} s")
+    failed = [key for key in ("fanout", "replicas") if results[key]["status"] == "failed"]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (see above); the other figures stand", file=sys.stderr)
+        return 1
     return 0
 
 

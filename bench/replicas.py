@@ -27,11 +27,13 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from bench.loadgen import percentile
 from taskpass._proto.v1 import credential_pb2 as cpb
 from taskpass._proto.v1 import credential_pb2_grpc as cpb_grpc
 from taskpass._proto.v1 import revocation_pb2 as pb
@@ -43,6 +45,7 @@ from tests.support.pki import TestPki
 from tests.support.postgres import base_dsn, with_params
 
 WAIT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
 
 
 class Watchers:
@@ -83,19 +86,42 @@ class Watchers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def summary(values: list[float]) -> dict[str, float]:
+    """Nearest-rank percentiles, the same as every other figure of the bench."""
+    ordered = sorted(values)
     return {
-        "p50_ms": round(percentile(values, 50), 2),
-        "p90_ms": round(percentile(values, 90), 2),
-        "p99_ms": round(percentile(values, 99), 2),
-        "max_ms": round(max(values), 2),
-        "mean_ms": round(statistics.fmean(values), 2),
+        "p50_ms": round(percentile(ordered, 0.50), 2),
+        "p90_ms": round(percentile(ordered, 0.90), 2),
+        "p99_ms": round(percentile(ordered, 0.99), 2),
+        "max_ms": round(ordered[-1], 2),
+        "mean_ms": round(statistics.fmean(ordered), 2),
     }
+
+
+def redacted(dsn: str) -> str:
+    """`dsn` without its password, fit to print."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _unreachable() -> str | None:
+    try:
+        connection = await asyncpg.connect(base_dsn(), timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        return f"{type(error).__name__}: {error}"
+    await connection.close()
+    return None
+
+
+def unreachable() -> str | None:
+    """Why the PostgreSQL server (TASKPASS_TEST_PG_DSN) cannot be used, or None when it can."""
+    reason = asyncio.run(_unreachable())
+    if reason is None:
+        return None
+    return f"PostgreSQL not reachable at {redacted(base_dsn())} ({reason})"
 
 
 async def issue(cluster: Cluster, count: int) -> list[str]:
@@ -178,13 +204,15 @@ async def run(rounds: int, warmup: int, replicas: int) -> dict[str, Any]:
         await admin.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.replicas", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rounds", type=int, default=300, help="revocations measured")
     parser.add_argument("--warmup", type=int, default=20, help="revocations not measured")
     parser.add_argument("--replicas", type=int, default=2, help="server processes (2..5)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not 2 <= args.replicas <= 5 or args.rounds < 1 or args.warmup < 0:
         parser.error("--replicas 2..5, --rounds >= 1, --warmup >= 0")
     result = asyncio.run(run(args.rounds, args.warmup, args.replicas))

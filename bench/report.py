@@ -88,4 +88,128 @@ def table(results: dict[str, Any]) -> str:
                 f"  {library:>8}: {v['per_second']:>9.0f}/s  p50 {v['p50_us']:6.1f} us  "
                 f"[{_mark(v['per_second'] > VERIFY_TARGET_PER_S)}: > {VERIFY_TARGET_PER_S:,}/s]"
             )
+    for key, rows in (("fanout", _fanout_rows), ("replicas", _replica_rows)):
+        part = results.get(key)
+        if part is not None:
+            lines += ["", *rows(part)]
     return "\n".join(lines)
+
+
+# -- revocation fan-out and cross-replica propagation (absolute times: their targets are) --------
+
+FANOUT_TARGETS = ((1_000, 100.0), (10_000, 1_000.0))
+"""DESIGN.md: (subscribers, p99 ms): 1,000 within 100 ms, 10,000 within 1 s."""
+REPLICA_P99_TARGET_MS = 50.0
+
+
+def fanout_target(subscribers: int) -> tuple[int, float] | None:
+    """The DESIGN.md target that covers N subscribers: the one for the smallest population of
+    at least N (fewer subscribers must do at least as well), or None beyond 10,000."""
+    for population, p99_ms in FANOUT_TARGETS:
+        if subscribers <= population:
+            return population, p99_ms
+    return None
+
+
+def fanout_level(result: dict[str, Any]) -> dict[str, Any]:
+    """One N of bench.revocation_fanout with its target judged on the p99, over the rounds, of
+    Revoke returning -> the LAST subscriber has the event (stricter than any one subscriber)."""
+    target = fanout_target(result["subscribers"])
+    judged = None
+    if target is not None:
+        population, p99_ms = target
+        judged = {
+            "subscribers": population,
+            "p99_ms": p99_ms,
+            "met": result["last_subscriber_ms"]["p99_ms"] < p99_ms,
+        }
+    return {**result, "target": judged}
+
+
+def replicas_judged(result: dict[str, Any]) -> dict[str, Any]:
+    """bench.replicas' figures with the target judged on the p99 from Revoke being CALLED on A:
+    an upper bound of the propagation (it includes A's commit). From Revoke returning is the
+    lower bound (a watcher on B that beat A's reply counts 0 ms)."""
+    p99 = result["other_replica_after_revoke_is_called"]["p99_ms"]
+    target = {"p99_ms": REPLICA_P99_TARGET_MS, "met": p99 < REPLICA_P99_TARGET_MS}
+    return {**result, "target": target}
+
+
+def _not_measured(title: str, part: dict[str, Any]) -> list[str] | None:
+    if part["status"] == "skipped":
+        return [f"{title}: skipped ({part['reason']})"]
+    if part["status"] == "failed":
+        return [f"{title}: FAILED ({part['reason']})"]
+    return None
+
+
+def _fanout_rows(fanout: dict[str, Any]) -> list[str]:
+    title = "revocation fan-out"
+    not_measured = _not_measured(title, fanout)
+    if not_measured is not None:
+        return not_measured
+    levels = fanout["levels"]
+    per_connection = levels[0]["streams_per_connection"] if levels else 0
+    lines = [
+        f"{title}: Revoke returns -> the LAST of N subscribers has the event (raw Watch "
+        f"streams, {per_connection} per connection, all in one client process)",
+        f"  {'N':>5} {'rounds':>6} | {'last p50':>8} {'p99':>7} | {'each p50':>8} {'p99':>7} | "
+        f"{'KiB/sub':>7} | {'CPU ms/round srv / cli':>22} |",
+    ]
+    for level in levels:
+        last, each, cpu = level["last_subscriber_ms"], level["per_subscriber_ms"], level["cpu"]
+        kib = level["memory"]["per_subscriber_bytes"] / 1024
+        cpu_text = f"{cpu['server_ms_per_round']:.1f} / {cpu['client_ms_per_round']:.1f}"
+        target = level["target"]
+        verdict = "no target beyond 10,000"
+        if target is not None:
+            verdict = (
+                f"{_mark(target['met'])}: p99 < {target['p99_ms']:.0f} ms "
+                f"(the target for {target['subscribers']:,})"
+            )
+        lines.append(
+            f"  {level['subscribers']:>5} {level['rounds']:>6} | {last['p50_ms']:>8.1f} "
+            f"{last['p99_ms']:>7.1f} | {each['p50_ms']:>8.1f} {each['p99_ms']:>7.1f} | "
+            f"{kib:>7.1f} | {cpu_text:>22} | {verdict}"
+        )
+    if levels:
+        memory = levels[-1]["memory"]
+        lines.append(
+            f"  KiB/sub: the server's VmRSS growth over N; at N={levels[-1]['subscribers']:,}: "
+            f"{memory['per_stream_bytes'] / 1024:.1f} KiB per stream + "
+            f"{memory['per_connection_bytes'] / 1024:.1f} KiB per connection"
+        )
+        client_bound = [lv["subscribers"] for lv in levels if lv["cpu"]["bottleneck"] == "client"]
+        lines.append(
+            "  CPU: the subscribers' process spent less CPU per round than the server at every N "
+            "(the server sets the pace)"
+            if not client_bound
+            else "  CPU: the subscribers' process spent MORE CPU per round than the server at N = "
+            f"{', '.join(f'{n:,}' for n in client_bound)}: those figures include client delay"
+        )
+    return lines
+
+
+def _replica_rows(replicas: dict[str, Any]) -> list[str]:
+    title = "cross-replica propagation (PostgreSQL)"
+    not_measured = _not_measured(title, replicas)
+    if not_measured is not None:
+        return not_measured
+    after, called = (
+        replicas["other_replica_after_revoke_returns"],
+        replicas["other_replica_after_revoke_is_called"],
+    )
+    same, target = replicas["same_replica_after_revoke_returns"], replicas["target"]
+    samples = replicas["rounds"] * (replicas["replicas"] - 1)
+    return [
+        f"{title}: Revoke on replica A -> a raw Watch stream on another replica has the event "
+        f"({replicas['replicas']} replicas, {replicas['rounds']} revocations)",
+        f"  from Revoke being called (A's commit included): p50 {called['p50_ms']:6.2f} ms  "
+        f"p99 {called['p99_ms']:6.2f} ms  [{_mark(target['met'])}: p99 < "
+        f"{target['p99_ms']:.0f} ms]",
+        f"  from Revoke returning: p50 {after['p50_ms']:6.2f} ms  p99 {after['p99_ms']:6.2f} ms "
+        f"({replicas['other_replica_before_the_reply']} of {samples} arrived before the reply: "
+        "0 ms)",
+        f"  same-replica baseline from Revoke returning: p50 {same['p50_ms']:6.2f} ms  "
+        f"p99 {same['p99_ms']:6.2f} ms",
+    ]
