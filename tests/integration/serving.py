@@ -104,10 +104,7 @@ class ServedConfig:
         return f"localhost:{self.mtls_port}"
 
     def metrics(self) -> dict[str, float]:
-        """GET /metrics, as {'name{label="value",...}': value} (labels sorted)."""
-        url = f"http://127.0.0.1:{self.http_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return parse_metrics(response.read().decode())
+        return scrape_metrics(self.http_port)
 
     async def wait_for_metric(self, name: str, at_least: float, timeout: float = 10.0) -> None:
         """Poll /metrics until `name` reaches `at_least` (it counts what the server did)."""
@@ -145,6 +142,15 @@ class ServedConfig:
             "--key",
             str(key),
         ]
+
+
+def scrape_metrics(http_port: int | None) -> dict[str, float]:
+    """GET /metrics, as {'name{label="value",...}': value} (labels sorted). Blocking."""
+    assert http_port is not None
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parse_metrics(response.read().decode())
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import urllib.request
 from collections.abc import AsyncIterator
 
 import grpc
@@ -27,22 +26,14 @@ from taskpass.client import (
 from taskpass.server.logs import JsonFormatter
 from taskpass.server.request_id import METADATA_KEY
 from tests.integration.harness import AUDIENCE, BILLING_BOT, SIDECAR, Harness
-from tests.integration.serving import parse_metrics
+from tests.integration.serving import scrape_metrics
 from tests.support.pki import TestPki
 
 EXCHANGE = "/taskpass.v1.CredentialService/Exchange"
 
 
-def scrape(harness: Harness) -> dict[str, float]:
-    assert harness.server.ports.http is not None
-    url = f"http://127.0.0.1:{harness.server.ports.http}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        return parse_metrics(response.read().decode())
-
-
 async def metrics(harness: Harness) -> dict[str, float]:
-    return await asyncio.to_thread(scrape, harness)
+    return await asyncio.to_thread(scrape_metrics, harness.server.ports.http)
 
 
 async def until(

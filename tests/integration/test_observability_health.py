@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskpass.server.config import HealthConfig, StoreConfig
 from tests.integration.harness import Harness
-from tests.integration.serving import parse_metrics, start_tuned_harness
+from tests.integration.serving import scrape_metrics, start_tuned_harness
 from tests.support.pki import TestPki
 from tests.support.postgres import admin_connection, fresh_schema
 
@@ -47,8 +47,7 @@ async def healthz(harness: Harness) -> tuple[int, object]:
 
 
 async def ready_gauge(harness: Harness) -> float:
-    _, body = await asyncio.to_thread(get, harness, "/metrics")
-    return parse_metrics(body.decode())["taskpass_ready"]
+    return (await asyncio.to_thread(scrape_metrics, harness.server.ports.http))["taskpass_ready"]
 
 
 @contextlib.asynccontextmanager

@@ -78,6 +78,18 @@ def _key_info(rotation: KeyRotation, key: SigningKey) -> pb.SigningKeyInfo:
     return info
 
 
+MAX_SEQ = 2**63 - 1
+
+
+def _since(request: pb.ExportAuditRequest) -> dt.datetime | None:
+    if not request.HasField("since"):
+        return None
+    try:
+        return request.since.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):  # nanos or seconds out of range
+        raise InvalidRequest("since", "is not a valid timestamp") from None
+
+
 class AdminServicer(pb_grpc.AdminServiceServicer):
     def __init__(
         self, *, policy: ReloadablePolicy, audit: AuditTrail, rotation: KeyRotation
@@ -112,8 +124,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def ExportAudit(
         self, request: pb.ExportAuditRequest, context: Context
     ) -> AsyncIterator[pb.AuditRecord]:
-        since = request.since.ToDatetime(tzinfo=dt.UTC) if request.HasField("since") else None
         try:
+            since = _since(request)
+            if request.after_seq > MAX_SEQ:  # a uint64 on the wire; the store's seqs are int64
+                raise InvalidRequest("after_seq", f"must be at most {MAX_SEQ}")
             async for record in self._audit.export(after_seq=request.after_seq, since=since):
                 yield _record_proto(record)
         except TaskpassError as error:
