@@ -36,6 +36,13 @@ def _levels(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def _counts(text: str) -> list[int]:
+    counts = _levels(text)
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"give positive counts, e.g. 100,1000 (not {text!r})")
+    return counts
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="short windows, 2 levels, 100k history")
@@ -53,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-micro", action="store_true", help="skip policy/verification figures")
     p.add_argument(
         "--fanout",
-        type=_levels,
+        type=_counts,
         help="revocation fan-out subscriber counts (default 100,1000,5000; --quick: 100,1000)",
     )
     p.add_argument(
@@ -165,7 +172,7 @@ def _run_module(module: str, argv: list[str], timeout: float) -> str | None:
         assert proc.stderr is not None
         for line in proc.stderr:
             sys.stderr.write(line)
-            tail = [*tail[-4:], line.rstrip()]
+            tail = [*tail[-4:], " ".join(line.split())]
         code = proc.wait()
     finally:
         watchdog.cancel()

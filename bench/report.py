@@ -180,9 +180,20 @@ def _fanout_rows(fanout: dict[str, Any]) -> list[str]:
             f"{memory['per_connection_bytes'] / 1024:.1f} KiB per connection"
         )
         client_bound = [lv["subscribers"] for lv in levels if lv["cpu"]["bottleneck"] == "client"]
+        shares = [
+            lv["cpu"]["client_ms_per_round"] / lv["cpu"]["server_ms_per_round"]
+            for lv in levels
+            if lv["cpu"]["server_ms_per_round"]
+        ]
+        spread = (
+            f"{min(shares):.2f}-{max(shares):.2f}"
+            if len(shares) > 1
+            else "".join(f"{x:.2f}" for x in shares)
+        )
+        share = f" ({spread}x the server's)" if shares else ""
         lines.append(
-            "  CPU: the subscribers' process spent less CPU per round than the server at every N "
-            "(the server sets the pace)"
+            "  CPU: the subscribers' process spent less CPU per round than the server at every N"
+            f"{share}: the server's sending, not the client's reading, sets the pace"
             if not client_bound
             else "  CPU: the subscribers' process spent MORE CPU per round than the server at N = "
             f"{', '.join(f'{n:,}' for n in client_bound)}: those figures include client delay"

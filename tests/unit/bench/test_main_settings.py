@@ -52,3 +52,11 @@ def test_skip_flags_parse(flag: str) -> None:
     args = _parser().parse_args([flag])
 
     assert getattr(args, flag.removeprefix("--").replace("-", "_")) is True
+
+
+@pytest.mark.parametrize("value", ["0", "100,-5", ","])
+def test_fanout_refuses_counts_below_one(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--fanout", value])
+
+    assert "give positive counts" in capsys.readouterr().err
