@@ -1,5 +1,5 @@
-"""The observability and guard interceptors on a real gRPC server with stand-in handlers:
-request ids, a bug answered INTERNAL without its text, unparseable bytes, both stream styles."""
+"""The observability interceptor on a real gRPC server with stand-in handlers: request ids, a
+bug answered INTERNAL without its text, unparseable bytes, both stream styles."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import grpc
 import pytest
 
 from taskpass._proto.v1 import credential_pb2 as pb
-from taskpass.server.api.guard import GuardInterceptor
 from taskpass.server.api.observability import ObservabilityInterceptor
 from taskpass.server.metrics import Metrics
 from taskpass.server.request_id import METADATA_KEY, current_request_id
@@ -65,10 +64,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 async def channel(metrics: Metrics) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server(
-        interceptors=[
-            ObservabilityInterceptor(metrics=metrics, exchange_method=f"/{SERVICE}/Echo"),
-            GuardInterceptor(limiter=None, limited_methods=(), metrics=metrics),
-        ]
+        interceptors=[ObservabilityInterceptor(metrics=metrics, exchange_method=f"/{SERVICE}/Echo")]
     )
     handlers = {
         "Echo": _unary(echo),
@@ -136,6 +132,7 @@ async def test_bytes_that_do_not_parse_are_invalid_argument_naming_the_message(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await raw(b"\xff\xff\xff\xff")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert METADATA_KEY in dict(refused.value.trailing_metadata() or ())  # type: ignore[arg-type]
     assert refused.value.details() == (
         "message: the request bytes are not a valid taskpass.v1.ExchangeRequest; "
         "send the message the generated client stub builds"

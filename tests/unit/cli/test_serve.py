@@ -19,7 +19,9 @@ from tests.unit.test_config import MINIMAL
 def root_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    access_level = logging.getLogger("taskpass.access").level
     yield
+    logging.getLogger("taskpass.access").setLevel(access_level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
@@ -79,3 +81,16 @@ def test_dev_mode_logs_text_by_default(
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.endswith("taskpass serving: test")
     assert not line.startswith("{")
+
+
+def test_no_access_log_silences_the_per_call_line_only(
+    tmp_path: Path, served: list[ServerConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "taskpass.toml"
+    config.write_text(MINIMAL)
+
+    assert main(["serve", "--config", str(config), "--no-access-log"]) == 0
+
+    assert not logging.getLogger("taskpass.access").isEnabledFor(logging.INFO)
+    assert logging.getLogger("taskpass.server").isEnabledFor(logging.INFO)
+    assert "taskpass serving" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The outermost interceptor: a request id, metrics and one access log line for every RPC.
 
 For each call it
+- answers bytes that do not parse as the method's message INVALID_ARGUMENT naming the message
+  (see parsing.py), before anything else runs;
 - takes the caller's `x-request-id` if well-formed (else makes one), makes it current for the
   call (log lines and audit records pick it up, see request_id.py) and returns it in the
   trailing metadata (status.abort_with keeps it when an error adds its own trailers);
@@ -21,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from taskpass.server.api.authz import current_workload
-from taskpass.server.api.status import DETAIL_PREFIX
+from taskpass.server.api.parsing import Unparsed, tolerant
+from taskpass.server.api.status import DETAIL_PREFIX, abort_with
 from taskpass.server.metrics import Metrics, outcome_of
 from taskpass.server.request_id import METADATA_KEY, accept_request_id, bind_request_id
 
 log = logging.getLogger("taskpass.api")
-access_log = logging.getLogger("taskpass.access")
+ACCESS_LOGGER = "taskpass.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
@@ -111,12 +115,15 @@ class ObservabilityInterceptor(_Interceptor):
         seconds = time.perf_counter() - call.started
         self._metrics.rpc_done(call.method, code)
         if call.method == self._exchange:
-            pending = any(k == _PENDING_MARK for k, _ in call.context.trailing_metadata() or ())
+            pending = code == "FAILED_PRECONDITION" and any(
+                k == _PENDING_MARK for k, _ in call.context.trailing_metadata() or ()
+            )
             self._metrics.exchange_done(outcome_of(code, approval_pending=pending), code, seconds)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "rpc",
                 extra={
+                    "request_id": call.request_id,
                     "method": call.method,
                     "workload": _workload_id(),
                     "code": code,
@@ -127,7 +134,7 @@ class ObservabilityInterceptor(_Interceptor):
     def _unary(self, handler: Handler, method: str) -> Handler:
         return grpc.unary_unary_rpc_method_handler(
             self._awaiting(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -140,7 +147,7 @@ class ObservabilityInterceptor(_Interceptor):
         )
         return grpc.unary_stream_rpc_method_handler(
             behaviour,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -149,6 +156,8 @@ class ObservabilityInterceptor(_Interceptor):
             call = _Call(method, context)
             code = "OK"
             try:
+                if isinstance(request, Unparsed):
+                    await abort_with(context, request.error)
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 code = call.aborted_code()
@@ -169,6 +178,8 @@ class ObservabilityInterceptor(_Interceptor):
             call = _Call(method, context)
             code = "OK"
             try:
+                if isinstance(request, Unparsed):
+                    await abort_with(context, request.error)
                 async for item in inner(request, context):
                     yield item
             except grpc.aio.AbortError:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
+from taskpass.server.api.observability import ACCESS_LOGGER
 from taskpass.server.app import serve_forever
 from taskpass.server.config import dev_config, load_config
 from taskpass.server.logs import LOG_FORMATS, LogFormat, configure_logging
@@ -17,6 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
     # JSON lines for log pipelines, unless in dev mode where people read the terminal.
     log_format: LogFormat = args.log_format or ("text" if config.dev_mode else "json")
     configure_logging(log_format, level=args.log_level)
+    if args.no_access_log:  # metrics and audit records still count every call
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
     asyncio.run(serve_forever(config, stop_signals=(signal.SIGINT, signal.SIGTERM)))
     return 0
 
@@ -33,5 +37,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--log-format",
         choices=LOG_FORMATS,
         help="json: one JSON object per line (default outside dev mode); text: for terminals",
+    )
+    p.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="no per-call access line (saves ~10 us of CPU per call)",
     )
     p.set_defaults(func=_serve)
