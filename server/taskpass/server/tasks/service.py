@@ -38,6 +38,7 @@ from taskpass.server.store.records import (
     CredentialRecord,
     TaskRecord,
 )
+from taskpass.server.tasks.described import DescribedTask
 from taskpass.server.tasks.descriptor import TaskDescriptor
 
 
@@ -93,12 +94,12 @@ def new_decision_id() -> str:
 
 
 def _decision_audit(
-    decision_id: str, workload: Workload, task: TaskDescriptor, decision: Decision
+    decision_id: str, workload: Workload, task: DescribedTask, decision: Decision
 ) -> dict[str, object]:
     return {
         "decision_id": decision_id,
         "workload": _workload_audit(workload),
-        "task": task.as_dict(),
+        "task": task.fields,
         "outcome": decision.outcome.value,
         "policy_version": decision.policy_version,
         "matched_rules": list(decision.matched_rules),
@@ -172,12 +173,13 @@ class TaskService:
             )
         decision = self._decide(workload, task, now, hop)
         decision_id = new_decision_id()
-        decided = _decision_audit(decision_id, workload, task, decision)
+        described = DescribedTask.of(task)
+        decided = _decision_audit(decision_id, workload, described, decision)
         if hop is not None:
             decided["delegation"] = delegation.audit(hop)
         if decision.outcome is Outcome.ALLOW:
             return await self._issue(
-                workload, task, decision, decision_id, decided, now=now, hop=hop
+                workload, task, described, decision, decision_id, decided, now=now, hop=hop
             )
 
         approval = None
@@ -258,7 +260,8 @@ class TaskService:
         consumed, regranted = await self._approvals.consume(
             approval, workload, task, regranted, decision_id
         )
-        decided = _decision_audit(decision_id, workload, task, regranted)
+        described = DescribedTask.of(task)
+        decided = _decision_audit(decision_id, workload, described, regranted)
         decided["approval_id"] = consumed.approval_id
         decided["approved_by"] = consumed.decided_by
         if hop is not None:
@@ -266,6 +269,7 @@ class TaskService:
         return await self._issue(
             workload,
             task,
+            described,
             regranted,
             decision_id,
             decided,
@@ -293,6 +297,7 @@ class TaskService:
         self,
         workload: Workload,
         task: TaskDescriptor,
+        described: DescribedTask,
         decision: Decision,
         decision_id: str,
         decided: dict[str, object],
@@ -330,8 +335,8 @@ class TaskService:
             task=TaskRecord(
                 requester=workload.id,
                 task_id=task.task_id,
-                digest=task.digest(),
-                descriptor=task.as_dict(),
+                digest=described.digest,
+                descriptor=described.fields,
                 created_at=now,
                 completed_at=None,
             ),
