@@ -372,6 +372,9 @@ class TaskpassServer:
         options = [
             ("grpc.max_receive_message_length", listen.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Thousands of sidecars reconnecting at once (after a restart) would otherwise be
+            # cancelled beyond grpc's default of 3,000 calls waiting to be accepted.
+            ("grpc.server.max_pending_requests_hard_limit", 20_000),
         ]
 
         def build() -> grpc.aio.Server:
