@@ -153,6 +153,21 @@ def scrape_metrics(http_port: int | None) -> dict[str, float]:
         return parse_metrics(response.read().decode())
 
 
+async def metrics_once(
+    http_port: int | None, expected: dict[str, float], timeout: float = 5.0
+) -> dict[str, float]:
+    """Scrape until every `expected` sample has its value, then return the scrape.
+
+    An aborted call's status reaches its client before the server has counted it (grpcio
+    sends the status from inside abort), so a test reads the counts once they have landed."""
+    async with asyncio.timeout(timeout):
+        while True:
+            scraped = await asyncio.to_thread(scrape_metrics, http_port)
+            if all(scraped.get(name) == value for name, value in expected.items()):
+                return scraped
+            await asyncio.sleep(0.01)
+
+
 def parse_metrics(text: str) -> dict[str, float]:
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -26,7 +27,7 @@ from taskpass.client import (
 from taskpass.server.logs import JsonFormatter
 from taskpass.server.request_id import METADATA_KEY
 from tests.integration.harness import AUDIENCE, BILLING_BOT, SIDECAR, Harness
-from tests.integration.serving import scrape_metrics
+from tests.integration.serving import metrics_once, scrape_metrics
 from tests.support.pki import TestPki
 
 EXCHANGE = "/taskpass.v1.CredentialService/Exchange"
@@ -89,12 +90,14 @@ async def test_exchanges_are_counted_by_outcome_and_code_with_latency_and_policy
                 Task(task_id="t-bad", audience="payments-api", action="read", ttl=dt.timedelta(0))
             )
 
-    m = await metrics(harness)
+    outcomes = {
+        'taskpass_exchanges_total{code="OK",outcome="allow"}': 1.0,
+        'taskpass_exchanges_total{code="PERMISSION_DENIED",outcome="deny"}': 1.0,
+        'taskpass_exchanges_total{code="FAILED_PRECONDITION",outcome="pending"}': 1.0,
+        'taskpass_exchanges_total{code="INVALID_ARGUMENT",outcome="error"}': 1.0,
+    }
+    m = await metrics_once(harness.server.ports.http, outcomes)
 
-    assert m['taskpass_exchanges_total{code="OK",outcome="allow"}'] == 1
-    assert m['taskpass_exchanges_total{code="PERMISSION_DENIED",outcome="deny"}'] == 1
-    assert m['taskpass_exchanges_total{code="FAILED_PRECONDITION",outcome="pending"}'] == 1
-    assert m['taskpass_exchanges_total{code="INVALID_ARGUMENT",outcome="error"}'] == 1
     assert m['taskpass_exchange_duration_seconds_count{outcome="allow"}'] == 1
     assert m['taskpass_exchange_duration_seconds_sum{outcome="allow"}'] > 0
     assert m["taskpass_policy_evaluation_seconds_count"] == 3  # the invalid one never got there
@@ -114,11 +117,11 @@ async def test_attestation_failures_are_counted_by_rule(harness: Harness) -> Non
                 await client.exchange(read("t"))
             assert info.value.rule == rule
 
-    m = await metrics(harness)
+    refused = f'taskpass_grpc_requests_total{{code="UNAUTHENTICATED",method="{EXCHANGE}"}}'
+    m = await metrics_once(harness.server.ports.http, {refused: 2})
 
     assert m['taskpass_attestation_failures_total{rule="J-7"}'] == 1
     assert m['taskpass_attestation_failures_total{rule="J-8"}'] == 1
-    assert m[f'taskpass_grpc_requests_total{{code="UNAUTHENTICATED",method="{EXCHANGE}"}}'] == 2
 
 
 async def test_live_subscribers_and_fan_out_latency_are_measured(harness: Harness) -> None:
@@ -130,10 +133,11 @@ async def test_live_subscribers_and_fan_out_latency_are_measured(harness: Harnes
         await agent.exchange(read("t-1"))
         await agent.complete_task("t-1")
         await until(watch, "event")
-        m = await metrics(harness)
+        m = await metrics_once(
+            harness.server.ports.http, {"taskpass_revocation_fanout_seconds_count": 1}
+        )
         watch.cancel()
 
-    assert m["taskpass_revocation_fanout_seconds_count"] == 1
     assert 0 < m["taskpass_revocation_fanout_seconds_sum"] < 5
 
 
@@ -196,9 +200,17 @@ async def test_every_call_logs_one_json_access_line(
         with pytest.raises(AttestationFailed):
             await stranger.exchange(read("t"))
 
-    lines = [
-        json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "taskpass.access"
-    ]
+    def access_lines() -> list[dict[str, Any]]:
+        return [
+            json.loads(JsonFormatter().format(r))
+            for r in caplog.records
+            if r.name == "taskpass.access"
+        ]
+
+    async with asyncio.timeout(5):  # an aborted call's status reaches the client first
+        while len(access_lines()) < 2:
+            await asyncio.sleep(0.01)
+    lines = access_lines()
 
     assert len(lines) == 2
     ok, refused = lines

@@ -3,7 +3,6 @@ each answered RESOURCE_EXHAUSTED with a message naming the limit; the server kee
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
 from taskpass.client import ResourceExhausted, Task
 from taskpass.server.config import LimitsConfig
 from tests.integration.harness import BILLING_BOT, REPORT_BOT, Harness
-from tests.integration.serving import scrape_metrics, start_tuned_harness
+from tests.integration.serving import metrics_once, start_tuned_harness
 from tests.support.pki import TestPki
 
 BURST = 3
@@ -55,12 +54,13 @@ async def test_an_identity_over_its_rate_is_refused_with_the_limit_and_when_to_r
     assert "retry in " in message
     retry_ms = int(refused.value.details["retry_after_ms"])
     assert 90_000 < retry_ms <= 100_000  # one token at 0.01/s: about 100 s
-    metrics = await asyncio.to_thread(scrape_metrics, limited.server.ports.http)
     exchange = "/taskpass.v1.CredentialService/Exchange"
-    assert metrics[f'taskpass_rate_limited_total{{method="{exchange}"}}'] == 1
-    assert (
-        metrics[f'taskpass_grpc_requests_total{{code="RESOURCE_EXHAUSTED",method="{exchange}"}}']
-        == 1
+    await metrics_once(
+        limited.server.ports.http,
+        {
+            f'taskpass_rate_limited_total{{method="{exchange}"}}': 1,
+            f'taskpass_grpc_requests_total{{code="RESOURCE_EXHAUSTED",method="{exchange}"}}': 1,
+        },
     )
 
 
