@@ -456,6 +456,8 @@ class TaskpassServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._health is not None:
+            await self._health.close()
         if self._http is not None:
             await self._http.cleanup()
         await self.store.close()

@@ -3,6 +3,7 @@ shutting_down nothing turns it back to SERVING."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import cast
 
@@ -86,3 +87,33 @@ async def test_after_shutting_down_it_stays_not_serving(
     await reporter.refresh()
     assert await status(servicer, SERVICES[0]) == NOT_SERVING
     assert not await reporter.ready()
+
+
+async def test_a_check_that_raises_does_not_end_the_loop(
+    servicer: HealthServicer, caplog: pytest.LogCaptureFixture
+) -> None:
+    checked = asyncio.Event()
+
+    class Flaky:
+        calls = 0
+
+        async def check(self) -> Readiness:
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("probe bug")
+            checked.set()
+            return UP
+
+        async def close(self) -> None:
+            pass
+
+    reporter = HealthReporter(
+        probe=cast(ReadinessProbe, Flaky()), servicer=servicer, services=SERVICES, metrics=Metrics()
+    )
+    loop = asyncio.create_task(reporter.run(0.001))
+    try:
+        await asyncio.wait_for(checked.wait(), timeout=5)
+    finally:
+        loop.cancel()
+    assert await status(servicer, SERVICES[0]) == SERVING
+    assert "readiness check failed" in caplog.text

@@ -68,7 +68,13 @@ class HealthReporter:
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a broken check must not end the loop; it says why
+                log.exception("readiness check failed")
+
+    async def close(self) -> None:
+        await self._probe.close()
 
     async def shutting_down(self) -> None:
         """Every service NOT_SERVING from now on, whatever later checks find."""
