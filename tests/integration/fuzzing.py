@@ -8,8 +8,9 @@ thread (`await asyncio.to_thread(fuzz)`), so the two never wait on each other.
 - `messages(descriptor)`: any message of a protobuf type, with random field values and sizes.
 - `METHODS`: every unary and server-streaming RPC of the taskpass services, with who calls it.
 - `call(...)`: one call, returning its status code; `assert_never_internal` is the property.
-- `assert_no_partial_records`: the store holds no task without a credential, no credential
-  without its issuance audit record, and the audit chain verifies.
+- `assert_still_serving`: after a fuzz, the server issues a credential and says SERVING, the
+  store holds no task without a credential nor a credential without its issuance audit record,
+  and the audit chain verifies.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import grpc
 from google.protobuf import descriptor as pbd
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from taskpass._proto.v1 import admin_pb2, approval_pb2, credential_pb2, revocation_pb2
+from taskpass.client import RevocationAdmin, Task
 from taskpass.server.store.sqlite import SqliteStore
 from tests.integration.harness import ADMIN, BILLING_BOT, Harness
 from tests.support.pki import EXAMPLE, TestPki
@@ -294,6 +297,23 @@ def assert_no_partial_records(harness: Harness) -> None:
                  WHERE a.kind = 'issuance' AND json_extract(a.payload, '$.jti') = c.jti)"""
         ).fetchone()[0]
     assert (orphan_tasks, unaudited) == (0, 0)
+
+
+async def assert_still_serving(harness: Harness) -> None:
+    async with harness.agent(ADMIN) as admin:  # the fuzz may have banned anyone, legitimately
+        revocations = RevocationAdmin(admin)
+        for ban in await revocations.list_bans():
+            await revocations.unban(ban.identity)
+    async with harness.agent() as agent:
+        assert (await agent.exchange(Task("after-fuzz", "payments-api", "read"))).jti
+    creds = grpc.ssl_channel_credentials(root_certificates=harness.server_ca.read_bytes())
+    async with grpc.aio.secure_channel(harness.tls_target, creds) as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert_no_partial_records(harness)
+    assert (await harness.server.components.audit.verify()).ok
 
 
 def database_of(harness: Harness) -> Path:

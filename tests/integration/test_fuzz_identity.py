@@ -30,13 +30,13 @@ from tests.integration.fuzzing import (
     METHODS,
     Method,
     assert_never_internal,
+    assert_still_serving,
     call,
     certificate_channel,
     fuzz_settings,
     tls_channel,
 )
 from tests.integration.harness import AUDIENCE, BILLING_BOT, Harness
-from tests.integration.test_fuzz_rpc import assert_still_serving
 from tests.support.pki import EXAMPLE, OTHER, TestPki
 
 EXCHANGE: Method = next(m for m in METHODS if m.path.endswith("/Exchange"))

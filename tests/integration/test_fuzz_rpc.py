@@ -11,41 +11,22 @@ import asyncio
 from collections import Counter
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskpass.client import RevocationAdmin, Task
 from tests.integration.fuzzing import (
     METHODS,
     Method,
-    assert_no_partial_records,
+    assert_still_serving,
     call,
     fuzz_settings,
     messages,
     mtls_channel,
     tls_channel,
 )
-from tests.integration.harness import ADMIN, Harness
+from tests.integration.harness import Harness
 
 Codes = Counter[tuple[str, str]]
-
-
-async def assert_still_serving(harness: Harness) -> None:
-    async with harness.agent(ADMIN) as admin:  # the fuzz may have banned anyone, legitimately
-        revocations = RevocationAdmin(admin)
-        for ban in await revocations.list_bans():
-            await revocations.unban(ban.identity)
-    async with harness.agent() as agent:
-        assert (await agent.exchange(Task("after-fuzz", "payments-api", "read"))).jti
-    creds = grpc.ssl_channel_credentials(root_certificates=harness.server_ca.read_bytes())
-    async with grpc.aio.secure_channel(harness.tls_target, creds) as channel:
-        health = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=5
-        )
-    assert health.status == health_pb2.HealthCheckResponse.SERVING
-    assert_no_partial_records(harness)
-    assert (await harness.server.components.audit.verify()).ok
 
 
 def channels_by_caller(harness: Harness) -> dict[str, grpc.Channel]:
