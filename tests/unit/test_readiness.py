@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from taskpass.server.clock import FixedClock
-from taskpass.server.issuer.keys import KeyRing
+from taskpass.server.issuer.keys import KeyRing, KeyState
 from taskpass.server.readiness import Readiness, ReadinessProbe
 from taskpass.server.store.base import Store
 from taskpass.server.store.sqlite import SqliteStore
@@ -111,3 +111,35 @@ async def test_concurrent_checks_share_one_run(keys: KeyRing) -> None:
     results: list[Any] = await asyncio.gather(*checks)
     assert hanging.revocations.calls == 1
     assert all(r.ok for r in results)
+
+
+class BrokenKey:
+    kid = "kid-1"
+    state = KeyState.ACTIVE
+
+    def sign(self, signing_input: bytes) -> bytes:
+        raise ValueError("the HSM is gone")
+
+
+class Keys:
+    def __init__(self, published: list[str]) -> None:
+        self.active = BrokenKey()
+        self._published = published
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [{"kid": kid} for kid in self._published]}
+
+
+@pytest.mark.parametrize(
+    ("published", "problem"),
+    [
+        pytest.param([], "signing key kid-1 is not published in the JWKS", id="unpublished"),
+        pytest.param(["kid-1"], "signing key kid-1 cannot sign", id="cannot-sign"),
+    ],
+)
+async def test_a_signing_key_that_is_unpublished_or_cannot_sign_is_not_ready(
+    store: SqliteStore, published: list[str], problem: str
+) -> None:
+    readiness = await ReadinessProbe(store=store, keys=cast(KeyRing, Keys(published))).check()
+    assert (readiness.store, readiness.keys) == (None, problem)
+    assert "HSM" not in readiness.describe()  # the cause's text stays out of the answer
