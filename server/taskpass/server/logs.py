@@ -28,6 +28,16 @@ def _request_id(record: logging.LogRecord) -> str | None:
     return explicit if isinstance(explicit, str) else current_request_id()
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id when it is emitted (in the RPC's own
+    context), so a handler that formats later, elsewhere, still has it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -82,6 +92,7 @@ def configure_logging(
     """Send every log record at `level` or above to `stream` (stderr) in `log_format`."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(log_format))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

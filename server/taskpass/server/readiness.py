@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from taskpass.server.errors import TaskpassError
 from taskpass.server.issuer.keys import KeyRing, KeyState
 from taskpass.server.store.base import Store
 from taskpass.server.store.sqlite import SqliteStore
+
+log = logging.getLogger("taskpass.health")
 
 DEFAULT_TIMEOUT = 2.0
 _PROBE = b"taskpass readiness probe"
@@ -80,6 +83,9 @@ class ReadinessProbe:
             return f"store: {error.message}"
         except (sqlite3.Error, OSError) as error:
             return f"store: the SQLite database file cannot be opened ({error})"
+        except Exception as error:  # whatever a broken backend raises: not ready, say what
+            log.warning("store readiness check failed", exc_info=error)
+            return f"store: the check failed ({type(error).__name__}); see the server log"
         return None
 
     def _key_problem(self) -> str | None:
