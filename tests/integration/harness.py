@@ -162,6 +162,9 @@ ttl_seconds = {approval_ttl_seconds}
 [issuer]
 issuer = "{ISSUER}"
 
+[logging]
+access_log = "all"
+
 [groups]
 admins = ["{ADMIN}"]
 subscribers = ["spiffe://{EXAMPLE}/sidecars/*", "{ADMIN}"]

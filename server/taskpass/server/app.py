@@ -33,7 +33,7 @@ from taskpass.server.api import (
 )
 from taskpass.server.api.admin_servicer import AdminServicer
 from taskpass.server.api.approval_servicer import ApprovalServicer
-from taskpass.server.api.authz import PUBLIC, Access, AuthorizationInterceptor
+from taskpass.server.api.authz import PUBLIC, Access, Authorization
 from taskpass.server.api.credential_servicer import CredentialServicer
 from taskpass.server.api.health import HealthReporter
 from taskpass.server.api.revocation_servicer import RevocationServicer
@@ -351,13 +351,14 @@ class TaskpassServer:
         servicers = build_servicers(c)
         interceptors = interceptor_chain(
             metrics=c.metrics,
-            authorization=AuthorizationInterceptor(
+            authorization=Authorization(
                 attestor=CountingAttestor(c.attestor, c.metrics.attestation_failed),
                 table=AUTHORIZATION,
                 groups=c.groups,
                 on_denied=self._audit_denied,
             ),
             limits=c.config.limits,
+            access_log=c.config.logging.access_log,
         )
         services = sorted({method.split("/")[1] for method in AUTHORIZATION})
         reporter = self._health = HealthReporter(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.issuer.keys import Algorithm
@@ -143,6 +143,18 @@ class ShutdownConfig:
     """On SIGTERM, how long in-flight calls may take to finish before they are cancelled."""
 
 
+AccessLog = Literal["failures", "all"]
+ACCESS_LOGS: tuple[AccessLog, ...] = ("failures", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    access_log: AccessLog = "failures"
+    """Which RPCs get an access line on `taskpass.access`: "failures", those that did not end OK
+    (refusals and errors), or "all" (a line per successful call costs ~10 us of CPU; the audit
+    log and the metrics already count every call)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     dsn: str
@@ -168,6 +180,7 @@ class ServerConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     delegation: DelegationConfig = field(default_factory=DelegationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -384,6 +397,12 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
     delegation_t = root.table("delegation")
     delegation = DelegationConfig(max_depth=delegation_t.integer("max_depth", 3))
     delegation_t.finish()
+    logging_t = root.table("logging")
+    access_log = logging_t.string("access_log", "failures")
+    if access_log not in ACCESS_LOGS:
+        raise ConfigError('config: logging.access_log must be "failures" or "all"')
+    logging_config = LoggingConfig(access_log="all" if access_log == "all" else "failures")
+    logging_t.finish()
 
     root.finish()
     return ServerConfig(
@@ -402,6 +421,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         health=health,
         shutdown=shutdown,
         delegation=delegation,
+        logging=logging_config,
     )
 
 

@@ -41,6 +41,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--no-access-log",
         action="store_true",
-        help="no per-call access line (saves ~10 us of CPU per call)",
+        help="no access lines at all (by default only calls that did not end OK get one; "
+        "[logging] access_log)",
     )
     p.set_defaults(func=_serve)
