@@ -4,7 +4,6 @@ chain's order, one wrapper per method, and which calls get an access line."""
 from __future__ import annotations
 
 import asyncio
-
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
