@@ -245,17 +245,28 @@ class Approvals:
     async def watch(self, viewer: Workload) -> AsyncGenerator[ApprovalChange, None]:
         """What `viewer` may decide: every pending request first, then each change as it
         happens (new requests, and decisions, uses or expiries of ones it saw)."""
+        # Subscribed before the first read, so nothing falls between them; a request that
+        # appears in both is announced once (`announced`: last state sent per request).
+        announced: dict[str, ApprovalState] = {}
         with self.signals.subscribe() as changes:
             for approval in await self.list_pending(viewer):
+                announced[approval.approval_id] = ApprovalState.PENDING
                 yield ApprovalChange(approval, ApprovalState.PENDING)
             async for approval_id in changes:
                 if approval_id == RESYNC:
                     for approval in await self.list_pending(viewer):
-                        yield ApprovalChange(approval, ApprovalState.PENDING)
+                        if announced.get(approval.approval_id) is not ApprovalState.PENDING:
+                            announced[approval.approval_id] = ApprovalState.PENDING
+                            yield ApprovalChange(approval, ApprovalState.PENDING)
                     continue
                 changed = await self._store.approvals.get(approval_id)
-                if changed is not None and self._may_decide(viewer, changed):
-                    yield ApprovalChange(changed, changed.effective_state(self._clock.now()))
+                if changed is None or not self._may_decide(viewer, changed):
+                    continue
+                state = changed.effective_state(self._clock.now())
+                if announced.get(approval_id) is state:
+                    continue
+                announced[approval_id] = state
+                yield ApprovalChange(changed, state)
 
     def may_decide(self, viewer: Workload, approval: ApprovalRecord) -> bool:
         return self._may_decide(viewer, approval)
