@@ -20,6 +20,8 @@ JsonObject = dict[str, Any]
 
 def utc(value: dt.datetime, field: str) -> dt.datetime:
     """`value` in UTC; a naive datetime is a bug in the caller, so it fails loudly."""
+    if value.tzinfo is dt.UTC:  # the usual case (about 12 times per exchange): already UTC
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{field} must be a timezone-aware datetime, got a naive one")
     return value.astimezone(dt.UTC)
