@@ -22,6 +22,8 @@ Row = Sequence[Any]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
+# One encoder reused (json.dumps with options builds one per call): lists of names, compact.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def to_db_time(value: dt.datetime) -> int:
@@ -66,7 +68,7 @@ def credential_to_row(credential: CredentialRecord) -> tuple[Any, ...]:
         c.requester,
         c.task_id,
         c.audience,
-        json.dumps(list(c.scopes), separators=(",", ":")),
+        _json_list(c.scopes),
         to_db_time(c.issued_at),
         to_db_time(c.expires_at),
         c.policy_version,
@@ -151,7 +153,7 @@ def event_from_row(row: Row) -> RevocationEvent:
 
 
 def _json_list(items: Sequence[str]) -> str:
-    return json.dumps(list(items), separators=(",", ":"))
+    return _COMPACT.encode(list(items))
 
 
 def approval_to_row(a: ApprovalRecord) -> tuple[Any, ...]:
