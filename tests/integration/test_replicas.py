@@ -273,7 +273,7 @@ async def test_killing_a_replica_mid_load_loses_nothing_the_clients_were_told(
                     revoked[await revoke(cluster, replica, credential.jti)] = credential.jti
             except TaskpassClientError:
                 failures += 1  # replica B is gone: the next round goes elsewhere
-            if len(issued) == 20:
+            if len(issued) >= 20:  # kill() is a no-op once B is gone
                 b.kill()
             if len(issued) >= 60:
                 enough.set()

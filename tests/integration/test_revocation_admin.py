@@ -192,7 +192,7 @@ async def test_cli_revoke_ban_unban_and_watch(
     admin = connection(harness, ADMIN)
     agent, jti = await issued(harness, "t-1")
     try:
-        code, out, err = await run(capsys, "revoke", *admin, "--jti", jti, "--json")
+        code, out, err = await run(capsys, "revoke", *admin, f"--jti={jti}", "--json")
         assert code == 0, err
         assert json.loads(out)["revoked_jtis"] == [jti]
 

@@ -112,7 +112,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     re = commands.add_parser("revoke", help="revoke a credential, a task, or an identity (ban)")
     add_connection_arguments(re)
     target = re.add_mutually_exclusive_group(required=True)
-    target.add_argument("--jti", help="one credential")
+    target.add_argument("--jti", help="one credential (write --jti=ID when the id starts with -)")
     target.add_argument("--task-id", help="every credential of a task (the task ends)")
     target.add_argument(
         "--spiffe-id",
