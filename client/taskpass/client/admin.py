@@ -21,11 +21,7 @@ from taskpass._proto.v1 import admin_pb2 as pb
 from taskpass._proto.v1 import admin_pb2_grpc as pb_grpc
 from taskpass.client.client import TaskpassClient
 from taskpass.client.errors import from_rpc_error
-
-
-def _time(ts: Any) -> dt.datetime:
-    value: dt.datetime = ts.ToDatetime(tzinfo=dt.UTC)
-    return value
+from taskpass.client.timestamps import from_timestamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +45,7 @@ class PolicyInfo:
             signer=m.signer,
             source=m.source,
             loaded_by=m.loaded_by,
-            loaded_at=_time(m.loaded_at),
+            loaded_at=from_timestamp(m.loaded_at),
         )
 
     def as_json(self) -> dict[str, object]:
@@ -124,10 +120,12 @@ class SigningKeyInfo:
             kid=m.kid,
             alg=m.alg,
             state=m.state,
-            created_at=_time(m.created_at),
-            signs_from=_time(m.signs_from) if m.HasField("signs_from") else None,
-            retired_at=_time(m.retired_at) if m.HasField("retired_at") else None,
-            published_until=(_time(m.published_until) if m.HasField("published_until") else None),
+            created_at=from_timestamp(m.created_at),
+            signs_from=from_timestamp(m.signs_from) if m.HasField("signs_from") else None,
+            retired_at=from_timestamp(m.retired_at) if m.HasField("retired_at") else None,
+            published_until=(
+                from_timestamp(m.published_until) if m.HasField("published_until") else None
+            ),
         )
 
     def as_json(self) -> dict[str, object]:
@@ -187,7 +185,7 @@ class AdminClient:
                     seq=m.seq,
                     kind=m.kind,
                     actor=m.actor,
-                    at=_time(m.at),
+                    at=from_timestamp(m.at),
                     payload_json=m.payload_json,
                     prev_hash=m.prev_hash,
                     hash=m.hash,

@@ -22,6 +22,7 @@ from taskpass._proto.v1 import credential_pb2 as credential_pb
 from taskpass.client.client import TaskpassClient
 from taskpass.client.errors import from_rpc_error
 from taskpass.client.models import Task
+from taskpass.client.timestamps import from_timestamp
 
 _STATES = {
     pb.APPROVAL_STATE_PENDING: "pending",
@@ -36,11 +37,6 @@ _SENSITIVITIES = {
     credential_pb.SENSITIVITY_CONFIDENTIAL: "confidential",
     credential_pb.SENSITIVITY_RESTRICTED: "restricted",
 }
-
-
-def _time(ts: Any) -> dt.datetime:
-    value: dt.datetime = ts.ToDatetime(tzinfo=dt.UTC)
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +80,7 @@ class Approval:
                 ttl=dt.timedelta(seconds=t.requested_ttl_seconds),
                 tool=t.tool,
                 environment=t.environment,
-                deadline=_time(t.deadline) if t.HasField("deadline") else None,
+                deadline=from_timestamp(t.deadline) if t.HasField("deadline") else None,
                 reason=t.reason,
                 attributes=dict(t.attributes),
             ),
@@ -95,10 +91,10 @@ class Approval:
             approver_groups=tuple(m.approver_groups),
             policy_version=m.policy_version,
             decision_id=m.decision_id,
-            created_at=_time(m.created_at),
-            expires_at=_time(m.expires_at),
+            created_at=from_timestamp(m.created_at),
+            expires_at=from_timestamp(m.expires_at),
             decided_by=m.decided_by,
-            decided_at=_time(m.decided_at) if m.HasField("decided_at") else None,
+            decided_at=from_timestamp(m.decided_at) if m.HasField("decided_at") else None,
             reason=m.reason,
         )
 

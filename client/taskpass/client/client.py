@@ -17,6 +17,7 @@ from taskpass.client.clock import Clock
 from taskpass.client.errors import InvalidRequest, from_rpc_error
 from taskpass.client.models import SENSITIVITIES, Introspection, Task, TaskCredential
 from taskpass.client.task_handle import TaskHandle
+from taskpass.client.timestamps import from_timestamp
 
 _SENSITIVITY = {
     "public": pb.SENSITIVITY_PUBLIC,
@@ -55,11 +56,6 @@ def _task_proto(task: Task) -> pb.TaskDescriptor:
     if task.deadline is not None:
         message.deadline.FromDatetime(task.deadline.astimezone(dt.UTC))
     return message
-
-
-def _datetime(ts: Any) -> dt.datetime:
-    value: dt.datetime = ts.ToDatetime(tzinfo=dt.UTC)
-    return value
 
 
 class TaskpassClient:
@@ -168,8 +164,8 @@ class TaskpassClient:
         return TaskCredential(
             token=cred.token,
             jti=cred.jti,
-            issued_at=_datetime(cred.issued_at),
-            expires_at=_datetime(cred.expires_at),
+            issued_at=from_timestamp(cred.issued_at),
+            expires_at=from_timestamp(cred.expires_at),
             scopes=tuple(cred.scopes),
             decision_id=decision.decision_id,
             policy_version=decision.policy_version,

@@ -49,6 +49,7 @@ from taskpass.client.security_events import (
     SignedRevocation,
     pattern_matches,
 )
+from taskpass.client.timestamps import from_timestamp
 
 log = logging.getLogger("taskpass.client.watcher")
 
@@ -120,11 +121,6 @@ class Revocation:
             "initiator": self.initiator,
             "set_jti": self.set_jti,
         }
-
-
-def _time(ts: Any) -> dt.datetime:
-    value: dt.datetime = ts.ToDatetime(tzinfo=dt.UTC)
-    return value
 
 
 def _epoch_time(seconds: int) -> dt.datetime:
@@ -292,7 +288,7 @@ class RevocationWatcher:
         if event.seq in self._seen:
             self.duplicates += 1
             return None
-        expires_at = _time(event.expires_at)
+        expires_at = from_timestamp(event.expires_at)
         if expires_at <= self._clock.now():
             return None  # nothing it revokes can still be presented
         try:
