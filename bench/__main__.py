@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="measured revocations per fan-out size (default 100, fewer above 2,000; quick 20)",
     )
+    p.add_argument(
+        "--skip-layers",
+        action="store_true",
+        help="skip 'where the ratio goes' (the server with parts cut out)",
+    )
     p.add_argument("--skip-fanout", action="store_true", help="skip the revocation fan-out")
     p.add_argument(
         "--replica-rounds",
@@ -155,6 +160,51 @@ def _load_points(
     return points
 
 
+# (name, server module, extra argv, what it is): "where the ratio goes", cheapest first.
+LAYERS = (
+    ("echo", "bench.serve_echo", (), "bare gRPC echo (the baseline)"),
+    ("reply", "bench.serve_taskpass", ("--cut", "reply"), "Exchange: canned reply"),
+    ("store", "bench.serve_taskpass", ("--cut", "store"), "Exchange: all but the durable write"),
+    ("full", "bench.serve_taskpass", (), "Exchange: the real thing"),
+)
+
+
+def _layers(
+    deployment: environment.Deployment, settings: dict[str, Any], work: Path
+) -> dict[str, Any]:
+    """The same load against the real server with parts cut out (bench/cuts.py), at the highest
+    judged concurrency, runs interleaved: what each part of an exchange costs under load."""
+    concurrency = max(settings["ratio_levels"])
+    print(f"layers: the server with parts cut out, c={concurrency}", file=sys.stderr, flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in LAYERS}
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for name, module, extra, _ in LAYERS:
+            servers[name] = ServerProcess(
+                module, deployment.config(f"layer-{name}"), work / f"layer-{name}.log", *extra
+            )
+        for repeat in range(settings["repeats"]):
+            for name, server in servers.items():
+                runs[name].append(
+                    load(
+                        server=server,
+                        client=deployment.client,
+                        method="echo" if name == "echo" else "exchange",
+                        concurrency=concurrency,
+                        channels=settings["channels"],
+                        duration=settings["duration_s"],
+                        warmup=settings["warmup_s"],
+                        prefix=f"layer-{name}-r{repeat}",
+                    )
+                )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return report.layers(
+        concurrency, [(name, what, _median(runs[name])) for name, *_, what in LAYERS]
+    )
+
+
 def _run_module(module: str, argv: list[str], timeout: float) -> str | None:
     """`python -m module argv...`, its stderr passed through as it comes; None when it exits 0,
     else why it did not (with the end of its stderr)."""
@@ -226,7 +276,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:
-        deployment = environment.create(work, ("fresh", "history"))
+        layer_stores = tuple(f"layer-{name}" for name, *_ in LAYERS)
+        deployment = environment.create(work, ("fresh", "history", *layer_stores))
         if not args.skip_micro:
             print("micro: policy decisions, offline verification", file=sys.stderr, flush=True)
             calls = settings["micro_calls"]
@@ -255,7 +306,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fill_seconds = history.fill(deployment.database("history"), count)
             with (
                 ServerProcess(
-                    "bench.serve_echo", deployment.config("history"), work / "echo.log"
+                    "bench.serve_echo", deployment.config("history"), work / "echo-history.log"
                 ) as echo,
                 ServerProcess(
                     "bench.serve_taskpass", deployment.config("history"), work / "history.log"
@@ -270,6 +321,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "points": points,
             }
 
+        results["layers"] = None if args.skip_layers else _layers(deployment, settings, work)
         results["fanout"] = (
             {"status": "skipped", "reason": "--skip-fanout"}
             if args.skip_fanout

@@ -33,6 +33,52 @@ def point(concurrency: int, echo: dict[str, Any], exchange: dict[str, Any]) -> d
     }
 
 
+def layers(concurrency: int, sides: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
+    """'Where the ratio goes': each side (name, what, medians) against the first (the echo)."""
+    base = sides[0][2]
+    rows = []
+    for name, what, side in sides:
+        rows.append(
+            {
+                "name": name,
+                "what": what,
+                **{k: side[k] for k in ("throughput", "p50_ms", "p99_ms", "server_cpu_us")},
+                "throughput_ratio": side["throughput"] / base["throughput"]
+                if base["throughput"]
+                else 0.0,
+                "server_cpu_ratio": base["server_cpu_us"] / side["server_cpu_us"]
+                if side["server_cpu_us"]
+                else 0.0,
+                "errors": side["errors"],
+            }
+        )
+    return {"concurrency": concurrency, "rows": rows}
+
+
+def _layer_rows(part: dict[str, Any]) -> list[str]:
+    lines = [
+        f"where the ratio goes: the real server with parts cut out (bench/cuts.py), "
+        f"c={part['concurrency']}, runs interleaved",
+        f"  {'server':<38} {'calls/s':>7} {'ratio':>5} {'p99 ms':>7} | {'server us/call':>14} "
+        f"{'cpu x':>5} | {'+us':>5}",
+    ]
+    previous = None
+    for row in part["rows"]:
+        added = "" if previous is None else f"{row['server_cpu_us'] - previous:+5.0f}"
+        lines.append(
+            f"  {row['what']:<38} {row['throughput']:>7.0f} {row['throughput_ratio']:>5.2f} "
+            f"{row['p99_ms']:>7.1f} | {row['server_cpu_us']:>14.0f} "
+            f"{row['server_cpu_ratio']:>5.2f} | {added:>5}"
+        )
+        previous = row["server_cpu_us"]
+    lines.append(
+        "  reply: the real interceptor (attestation, request id, authorization, metrics) and the "
+        "parse, then a canned response; store: everything but the durable write (SQLite "
+        "statements, audit hash, commit)"
+    )
+    return lines
+
+
 def _load_rows(title: str, points: list[dict[str, Any]]) -> list[str]:
     lines = [
         title,
@@ -70,6 +116,8 @@ def table(results: dict[str, Any]) -> str:
             f"(filled in {history['fill_seconds']:.0f} s)",
             history["points"],
         )
+    if results.get("layers"):
+        lines += ["", *_layer_rows(results["layers"])]
     policy = results.get("policy") or []
     if policy:
         lines += ["", "policy decisions (in process)"]

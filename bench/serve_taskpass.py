@@ -1,7 +1,8 @@
 """The real taskpass server, in its own process: `python -m bench.serve_taskpass CONFIG`.
 
 Prints one JSON line when serving ({"port", "pid"}), and on SIGTERM another with the store
-writer's batching statistics. `--cprofile OUT` profiles the whole serving time.
+writer's batching statistics. `--cprofile OUT` profiles the whole serving time; `--cut PART`
+serves with one part cut out (bench/cuts.py), for the "where the ratio goes" figure only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bench import cuts
 from taskpass.server.app import TaskpassServer, freeze_startup_heap
 from taskpass.server.config import load_config
 from taskpass.server.store.sqlite import SqliteStore
@@ -48,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_taskpass")
     parser.add_argument("config", type=Path)
     parser.add_argument("--cprofile", type=Path, help="write cProfile stats here on exit")
+    parser.add_argument("--cut", choices=cuts.CUTS, help="serve with this part cut out")
     args = parser.parse_args(argv)
+    if args.cut is not None:
+        cuts.apply(args.cut)
     # The same logging set-up as `taskpass serve` (INFO to stderr): its cost is part of the path.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -47,7 +47,7 @@ def test_exchange_settings_are_those_of_before() -> None:
     assert settings["history_credentials"] == 100_000
 
 
-@pytest.mark.parametrize("flag", ["--skip-fanout", "--skip-replicas"])
+@pytest.mark.parametrize("flag", ["--skip-fanout", "--skip-replicas", "--skip-layers"])
 def test_skip_flags_parse(flag: str) -> None:
     args = _parser().parse_args([flag])
 

@@ -52,3 +52,32 @@ def test_percentile_is_nearest_rank(fraction: float, expected: float) -> None:
 
 def test_percentile_of_nothing_is_zero() -> None:
     assert percentile([], 0.99) == 0.0
+
+
+def _layer(throughput: float, cpu_us: float) -> dict[str, Any]:
+    return {**_side(throughput, 10.0), "server_cpu_us": cpu_us, "errors": {}}
+
+
+def test_layers_are_judged_against_the_first_side_and_printed_with_their_added_cost() -> None:
+    part = report.layers(
+        64,
+        [
+            ("echo", "bare gRPC echo", _layer(1000, 100.0)),
+            ("reply", "canned reply", _layer(800, 125.0)),
+            ("full", "the whole exchange", _layer(250, 400.0)),
+        ],
+    )
+
+    ratios = [
+        (row["name"], row["throughput_ratio"], row["server_cpu_ratio"]) for row in part["rows"]
+    ]
+    assert ratios == [("echo", 1.0, 1.0), ("reply", 0.8, 0.8), ("full", 0.25, 0.25)]
+    table = report.table({"exchange": [], "layers": part})
+    assert "c=64" in table
+    assert [
+        line.split("|")[-1].strip() for line in table.splitlines() if "whole exchange" in line
+    ] == ["+275"]
+
+
+def test_a_results_file_without_layers_prints_no_layer_section() -> None:
+    assert "where the ratio goes" not in report.table({"exchange": [], "layers": None})
