@@ -3,6 +3,7 @@ each answered RESOURCE_EXHAUSTED with a message naming the limit; the server kee
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -54,6 +55,7 @@ async def test_an_identity_over_its_rate_is_refused_with_the_limit_and_when_to_r
     assert "retry in " in message
     retry_ms = int(refused.value.details["retry_after_ms"])
     assert 90_000 < retry_ms <= 100_000  # one token at 0.01/s: about 100 s
+    assert refused.value.retry_after == dt.timedelta(milliseconds=retry_ms)
     exchange = "/taskpass.v1.CredentialService/Exchange"
     await metrics_once(
         limited.server.ports.http,
@@ -74,6 +76,17 @@ async def test_a_refused_call_leaves_no_trace_in_the_store(limited: Harness) -> 
     after = await limited.server.store.audit.read(after_seq=0, limit=1000)
     assert after == before
     assert await limited.server.store.credentials.get_task(BILLING_BOT, "t-over") is None
+
+
+async def test_a_message_over_the_size_limit_names_no_retry_time(harness: Harness) -> None:
+    # Retrying the same call cannot succeed: the SDK's error says so by having no retry_after.
+    async with harness.agent() as billing:
+        with pytest.raises(ResourceExhausted) as refused:
+            await billing.exchange(
+                Task(task_id="t-big", audience="payments-api", action="read", reason="x" * 20_000)
+            )
+    assert "vs. 16384" in refused.value.message
+    assert refused.value.retry_after is None
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ TaskpassClientError
 ├── ApprovalPending      FAILED_PRECONDITION with an approval requirement (rules, groups, id)
 ├── FailedPrecondition   FAILED_PRECONDITION otherwise (e.g. task already completed)
 ├── NotFound             NOT_FOUND
-├── ResourceExhausted    RESOURCE_EXHAUSTED
+├── ResourceExhausted    RESOURCE_EXHAUSTED  (retry_after) a rate or size limit
 ├── Unavailable          UNAVAILABLE / DEADLINE_EXCEEDED / handshake refused: retry or fix TLS
 └── InvalidToken         (verifier.py) a credential failed offline verification (`reason`)
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import cast
 
@@ -84,7 +85,22 @@ class NotFound(TaskpassClientError):
 
 
 class ResourceExhausted(TaskpassClientError):
-    pass
+    """A limit refused the call: the message names it."""
+
+    @property
+    def retry_after(self) -> dt.timedelta | None:
+        """How long until the same call can succeed: the server's `taskpass-retry-after-ms`
+        trailer, sent with a rate limit. None when the server named no time (a message over the
+        size limit, where retrying the same call will not help) or sent a value that is not a
+        whole number of milliseconds."""
+        raw = self.details.get("retry_after_ms", "")
+        # Only ASCII digits: int() would also take " 5", "+5", "1_000" and other scripts' digits.
+        if not (raw.isascii() and raw.isdigit()):
+            return None
+        try:
+            return dt.timedelta(milliseconds=int(raw))
+        except (ValueError, OverflowError):  # too many digits for int() or for a timedelta
+            return None
 
 
 class Unavailable(TaskpassClientError):
