@@ -3,6 +3,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import secrets
+import string
 from typing import Any
 
 import jwt as pyjwt
@@ -15,7 +17,13 @@ from taskpass.server.clock import FixedClock
 from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, PermissionDenied
 from taskpass.server.identity.workload import AttestationMethod
 from taskpass.server.issuer.keys import KeyRing
-from taskpass.server.issuer.tokens import IssuedCredential, TokenIssuer
+from taskpass.server.issuer.tokens import (
+    JTI_BYTES,
+    JTI_LENGTH,
+    IssuedCredential,
+    TokenIssuer,
+    new_jti,
+)
 from taskpass.server.policy.decision import Outcome
 from tests.unit.issuer.factories import (
     AGENT,
@@ -209,7 +217,36 @@ def test_jti_is_128_random_bits_and_unique(issuer: TokenIssuer) -> None:
     jtis = {issue(issuer).jti for _ in range(50)}
 
     assert len(jtis) == 50
-    assert all(len(b64decode(jti)) == 16 for jti in jtis)
+    assert all(len(b64decode(jti[1:])) == JTI_BYTES for jti in jtis)
+
+
+URL_SAFE = frozenset(string.ascii_letters + string.digits + "-_")
+
+
+def test_jtis_are_unique_url_safe_of_one_length_and_never_start_with_a_dash() -> None:
+    # Plain base64url starts 1 in 32 ids with '-' or '_': 20,000 of them would hold ~625.
+    jtis = [new_jti() for _ in range(20_000)]
+
+    assert len(set(jtis)) == len(jtis)
+    assert {len(jti) for jti in jtis} == {JTI_LENGTH}
+    assert all(set(jti) <= URL_SAFE for jti in jtis)
+    assert not [jti for jti in jtis if jti.startswith(("-", "_"))]
+    assert {len(b64decode(jti[1:])) for jti in jtis} == {JTI_BYTES}
+
+
+@pytest.mark.parametrize(
+    "fill", [b"\xfb", b"\xff"], ids=["random-bits-all-dashes", "all-underscores"]
+)
+def test_a_jti_starts_with_a_letter_or_digit_even_when_its_random_bits_encode_to_dashes(
+    monkeypatch: pytest.MonkeyPatch, fill: bytes
+) -> None:
+    monkeypatch.setattr(secrets, "token_bytes", lambda n: fill * n)
+
+    jti = new_jti()
+
+    assert jti[0].isascii() and jti[0].isalnum()
+    assert b64decode(jti[1:]) == fill * JTI_BYTES
+    assert jti[1] in "-_"  # the bits alone would have started the id with it
 
 
 @pytest.mark.parametrize(
@@ -373,7 +410,8 @@ def test_security_event_is_a_secevent_jwt_that_verifies_with_the_jwks(
     claims = pyjwt_decode(token, ring, require=("iat", "jti"))
     assert claims["iss"] == ISSUER
     assert claims["iat"] == int(clock.now().timestamp())
-    assert len(b64decode(claims["jti"])) == 16
+    assert len(claims["jti"]) == JTI_LENGTH
+    assert len(b64decode(claims["jti"][1:])) == JTI_BYTES
     assert claims["events"] == revocation_claims()["events"]
 
 

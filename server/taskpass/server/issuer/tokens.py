@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -23,6 +24,8 @@ from taskpass.server.tasks.descriptor import TaskDescriptor
 ACCESS_TOKEN_TYPE: Final = "at+jwt"  # RFC 9068 §2.1
 SECURITY_EVENT_TYPE: Final = "secevent+jwt"  # RFC 8417 §2.3
 JTI_BYTES: Final = 16  # 128 random bits
+JTI_LENGTH: Final = 23  # one leading character, then JTI_BYTES in unpadded base64url
+_JTI_FIRST: Final = string.ascii_letters + string.digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,16 @@ class IssuedCredential:
     expires_at: dt.datetime
     scopes: tuple[str, ...]
     kid: str
+
+
+def new_jti() -> str:
+    """A credential's or security event's id: an ASCII letter or digit, then 128 random bits
+    (`JTI_BYTES`) in base64url, JTI_LENGTH characters in all, all URL-safe.
+
+    The leading character keeps ids from starting with '-' (or '_'), which base64url does for
+    1 in 32: `taskpass revoke --jti -Xy...` reads such an id as an option. Ids issued before
+    this may still start with either, so nothing may assume they do not."""
+    return secrets.choice(_JTI_FIRST) + secrets.token_urlsafe(JTI_BYTES)
 
 
 def _epoch(moment: dt.datetime) -> int:
@@ -89,7 +102,7 @@ class TokenIssuer:
                 "or the allowed lifetime ends now); renew the SVID or request a longer TTL"
             )
         key = self._keys.active
-        jti = secrets.token_urlsafe(JTI_BYTES)
+        jti = new_jti()
         task_claim: dict[str, Any] = {
             "action": task.action,
             "tool": task.tool,
@@ -145,7 +158,7 @@ class TokenIssuer:
         full = dict(claims)
         full.setdefault("iss", self._issuer)
         full.setdefault("iat", _epoch(self._clock.now()))
-        full.setdefault("jti", secrets.token_urlsafe(JTI_BYTES))
+        full.setdefault("jti", new_jti())
         key = self._keys.active
         token = sign_compact(key, typ=SECURITY_EVENT_TYPE, claims=full)
         if publish_until is not None:
