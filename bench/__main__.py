@@ -27,7 +27,15 @@ from bench import environment, history, micro, report
 from bench.processes import ROOT, ServerProcess, load
 
 HERE = Path(__file__).resolve().parent
-FIELDS = ("throughput", "p50_ms", "p90_ms", "p99_ms", "server_cpu_us", "client_cpu_us")
+FIELDS = (
+    "throughput",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "server_cpu_us",
+    "loop_cpu_us",
+    "client_cpu_us",
+)
 FANOUT_TIMEOUT_S = 900
 REPLICAS_TIMEOUT_S = 300
 

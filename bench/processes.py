@@ -46,8 +46,11 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system, all threads) the server has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(Path(f"/proc/{self.pid}/stat"))
+
+    def main_thread_cpu_seconds(self) -> float:
+        """The same for the main thread alone: the one running the event loop."""
+        return _cpu_seconds(Path(f"/proc/{self.pid}/task/{self.pid}/stat"))
 
     def stop(self) -> None:
         if self._proc.poll() is None:
@@ -98,7 +101,7 @@ def load(
         f"--warmup={warmup}",
         f"--prefix={prefix}",
     ]
-    server_cpu = server.cpu_seconds()
+    server_cpu, loop_cpu = server.cpu_seconds(), server.main_thread_cpu_seconds()
     client_cpu = _children_cpu()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=False)
     if done.returncode != 0:
@@ -107,8 +110,16 @@ def load(
     # CPU per call is steadier than calls per second when neighbours share the machine.
     calls = max(result["all_calls"], 1)
     result["server_cpu_us"] = (server.cpu_seconds() - server_cpu) / calls * 1e6
+    # The event loop's share: all Python work shares one GIL, and this thread holds most of it.
+    result["loop_cpu_us"] = (server.main_thread_cpu_seconds() - loop_cpu) / calls * 1e6
     result["client_cpu_us"] = (_children_cpu() - client_cpu) / calls * 1e6
     return result
+
+
+def _cpu_seconds(stat: Path) -> float:
+    """utime + stime of a /proc stat file, in seconds."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:

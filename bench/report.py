@@ -42,7 +42,10 @@ def layers(concurrency: int, sides: list[tuple[str, str, dict[str, Any]]]) -> di
             {
                 "name": name,
                 "what": what,
-                **{k: side[k] for k in ("throughput", "p50_ms", "p99_ms", "server_cpu_us")},
+                **{
+                    k: side[k]
+                    for k in ("throughput", "p50_ms", "p99_ms", "server_cpu_us", "loop_cpu_us")
+                },
                 "throughput_ratio": side["throughput"] / base["throughput"]
                 if base["throughput"]
                 else 0.0,
@@ -60,7 +63,7 @@ def _layer_rows(part: dict[str, Any]) -> list[str]:
         f"where the ratio goes: the real server with parts cut out (bench/cuts.py), "
         f"c={part['concurrency']}, runs interleaved",
         f"  {'server':<38} {'calls/s':>7} {'ratio':>5} {'p99 ms':>7} | {'server us/call':>14} "
-        f"{'cpu x':>5} | {'+us':>5}",
+        f"{'cpu x':>5} | {'+us':>5} | {'loop us/call':>12}",
     ]
     previous = None
     for row in part["rows"]:
@@ -68,13 +71,14 @@ def _layer_rows(part: dict[str, Any]) -> list[str]:
         lines.append(
             f"  {row['what']:<38} {row['throughput']:>7.0f} {row['throughput_ratio']:>5.2f} "
             f"{row['p99_ms']:>7.1f} | {row['server_cpu_us']:>14.0f} "
-            f"{row['server_cpu_ratio']:>5.2f} | {added:>5}"
+            f"{row['server_cpu_ratio']:>5.2f} | {added:>5} | {row['loop_cpu_us']:>12.0f}"
         )
         previous = row["server_cpu_us"]
     lines.append(
         "  reply: the real interceptor (attestation, request id, authorization, metrics) and the "
         "parse, then a canned response; store: everything but the durable write (SQLite "
-        "statements, audit hash, commit)"
+        "statements, audit hash, commit); loop: the server's main thread (the event loop), "
+        "which holds the GIL for most of the Python work"
     )
     return lines
 

@@ -17,6 +17,7 @@ def _side(throughput: float, p99: float) -> dict[str, Any]:
         "p90_ms": 1.0,
         "p99_ms": p99,
         "server_cpu_us": 100.0,
+        "loop_cpu_us": 80.0,
     }
 
 
@@ -75,7 +76,7 @@ def test_layers_are_judged_against_the_first_side_and_printed_with_their_added_c
     table = report.table({"exchange": [], "layers": part})
     assert "c=64" in table
     assert [
-        line.split("|")[-1].strip() for line in table.splitlines() if "whole exchange" in line
+        line.split("|")[-2].strip() for line in table.splitlines() if "whole exchange" in line
     ] == ["+275"]
 
 
