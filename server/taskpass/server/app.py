@@ -188,7 +188,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
     issuer = TokenIssuer(issuer=config.issuer.issuer, keys=keys, clock=clock)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    store = open_store(config.store.dsn)
+    store = open_store(config.store.dsn, notify_channel=config.store.notify_channel)
     observe_store_writes(store, metrics)
     await store.open()
     policy = ReloadablePolicy(

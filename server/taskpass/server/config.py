@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.issuer.keys import Algorithm
+from taskpass.server.store.postgres_notify import check_channel
+from taskpass.server.store.postgres_writer import EVENTS_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,9 @@ class LoggingConfig:
 class StoreConfig:
     dsn: str
     """sqlite:///path/to.db (embedded default) or postgresql://..."""
+    notify_channel: str = EVENTS_CHANNEL
+    """PostgreSQL's LISTEN/NOTIFY channel: the same for every replica of one deployment, its
+    own for each deployment sharing the database (channels are database-wide)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +383,12 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
 
     store_t = root.table("store")
     dsn = store_t.string("dsn", f"sqlite:///{data_dir / 'taskpass.db'}")
-    store = StoreConfig(dsn=dsn)
+    notify_channel = store_t.string("notify_channel", EVENTS_CHANNEL)
+    try:
+        check_channel(notify_channel)
+    except ValueError as exc:
+        raise ConfigError(f"config: store.notify_channel: {exc}") from exc
+    store = StoreConfig(dsn=dsn, notify_channel=notify_channel)
     store_t.finish()
 
     groups_t = root.table("groups")

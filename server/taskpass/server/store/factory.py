@@ -16,6 +16,8 @@ from pathlib import Path
 from taskpass.server.errors import ConfigError
 from taskpass.server.store.base import Store
 from taskpass.server.store.postgres import PostgresStore
+from taskpass.server.store.postgres_notify import check_channel
+from taskpass.server.store.postgres_writer import EVENTS_CHANNEL
 from taskpass.server.store.sqlite import SqliteStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -23,9 +25,10 @@ _SQLITE_PREFIX = "sqlite:///"
 _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 
 
-def open_store(dsn: str) -> Store:
+def open_store(dsn: str, *, notify_channel: str = EVENTS_CHANNEL) -> Store:
     """The store for `dsn`, not yet connected: `await store.open()` (or `async with store`)
-    connects and migrates; `await store.migrate()` alone serves `taskpass db migrate`."""
+    connects and migrates; `await store.migrate()` alone serves `taskpass db migrate`.
+    `notify_channel` is PostgreSQL's NOTIFY channel (SQLite, one process, has none)."""
     dsn = dsn.strip()
     if not dsn:
         raise ConfigError("the store DSN is empty: give sqlite:///PATH or postgresql://...")
@@ -38,7 +41,11 @@ def open_store(dsn: str) -> Store:
             raise ConfigError("a SQLite DSN is sqlite:///PATH (three slashes, then the path)")
         return SqliteStore(_sqlite_path(dsn[len(_SQLITE_PREFIX) :]))
     if scheme in _POSTGRES_SCHEMES:
-        return PostgresStore(dsn)
+        try:
+            check_channel(notify_channel)
+        except ValueError as exc:
+            raise ConfigError(f"store.notify_channel: {exc}") from exc
+        return PostgresStore(dsn, events_channel=notify_channel)
     raise ConfigError(
         f"unsupported store DSN scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
     )

@@ -285,7 +285,9 @@ class PostgresStore:
     """The Store on a PostgreSQL database. Any number of replicas may open the same one.
 
     max_batch: the most queued writes committed in one transaction.
-    events_channel: the NOTIFY channel; every replica of one deployment must use the same.
+    events_channel: the NOTIFY channel ([store] notify_channel, see postgres_notify); every
+        replica of one deployment must use the same, and each deployment sharing the database
+        its own. ValueError if it is not a valid channel name.
     pool_min_size, pool_max_size: connections kept / allowed (one writes, the others read).
     connect_timeout: how long to wait for a new connection before failing as Unavailable.
     command_timeout: the longest one statement (including waiting for the write lock) may take.
@@ -318,8 +320,8 @@ class PostgresStore:
         self._listen_backoff = listen_backoff
         self._listen_ping = listen_ping_interval
         self._stuck_after = stuck_after
+        self._channel = postgres_notify.check_channel(events_channel)
         self._writer = PgBatchWriter(max_batch=max_batch, channel=events_channel)
-        self._channel = events_channel
         self._reader = PgReader()
         self._credentials = PostgresCredentials(self._writer, self._reader)
         self._revocations = PostgresRevocations(self._reader)
@@ -362,6 +364,11 @@ class PostgresStore:
     def observe_writes(self, observer: BatchObserver) -> None:
         """Tell `observer(operations, seconds)` about each committed write batch (metrics)."""
         self._writer.observe(observer)
+
+    @property
+    def notify_channel(self) -> str:
+        """The LISTEN/NOTIFY channel this store announces its commits on and listens to."""
+        return self._channel
 
     @property
     def listener_pids(self) -> frozenset[int]:

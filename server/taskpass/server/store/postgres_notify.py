@@ -8,10 +8,15 @@ stay the one source of truth. A payload this code does not understand (another v
 decodes as "everything may have changed", which costs a re-read, never a missed change.
 PostgreSQL refuses payloads of 8000 bytes or more, so a batch's topics are split over several
 notifications when needed.
+
+The channel itself is configurable (`[store] notify_channel`): channels are database-wide, so
+two deployments sharing one database in different schemas need one each, or every commit of
+one wakes the other's replicas (a spurious re-read each, never a wrong answer).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from taskpass.server.store.base import StoreChange
@@ -20,6 +25,21 @@ EVENTS_PREFIX = "events:"
 APPROVAL_PREFIX = "approval:"
 KEYS_TOPIC = "keys"
 MAX_PAYLOAD_BYTES = 7000
+
+CHANNEL_RULE = (
+    "1 to 63 characters, lower-case letters a-z, digits and underscores, "
+    "starting with a letter or an underscore"
+)
+"""What a channel name may be: a plain PostgreSQL identifier (63 bytes is PostgreSQL's limit),
+lower case so that it is the same name whether an operator's `LISTEN` quotes it or not."""
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_channel(name: str) -> str:
+    """`name` when it is a valid channel name (see CHANNEL_RULE), else ValueError."""
+    if not _CHANNEL.fullmatch(name):
+        raise ValueError(f"{name!r} is not a usable NOTIFY channel name: use {CHANNEL_RULE}")
+    return name
 
 
 def approval_topic(approval_id: str) -> str:
