@@ -11,30 +11,26 @@ session-revoked event) and reads what it revokes from its `sub_id`:
     {"format": "iss_sub", "iss", "sub": id}                           an identity (exact)
     {"format": "opaque", "id": "spiffe://td/path/**"}                 an identity pattern
 
-JOSE parsing and signature checks are joserfc's.
+JOSE parsing and signature checks are joserfc's (the checks up to the payload are _jws.py's,
+shared with verifier.py).
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import enum
-import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwa import JWSAlgModel
-
+from taskpass.client._jws import ALGORITHMS as ALGORITHMS
+from taskpass.client._jws import JwsChecks, Refusal, Words
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import TaskpassClientError
 from taskpass.client.jwks import JwksCache
 
 SESSION_REVOKED: Final = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 SECURITY_EVENT_TYPES: Final = frozenset({"secevent+jwt", "application/secevent+jwt"})
-ALGORITHMS: Final = ("ES256", "EdDSA")
 MAX_SET_BYTES: Final = 16 * 1024
 
 
@@ -84,22 +80,12 @@ class SignedRevocation:
     reason: str
 
 
-def _quiet(alg: JWSAlgModel) -> JWSAlgModel:
-    quiet = copy.copy(alg)
-    quiet.security_warning = None
-    return quiet
-
-
-class _Registry(jws.JWSRegistry):
-    # joserfc warns on every EdDSA verification; accepting it is this allow-list's choice.
-    algorithms: dict[str, JWSAlgModel] = {
-        name: _quiet(alg) if name == "EdDSA" else alg
-        for name, alg in jws.JWSRegistry.algorithms.items()
-    }
-
-
 def _reject(reason: RejectReason, message: str) -> RejectedEvent:
     return RejectedEvent(reason, f"revocation event rejected ({reason.value}): {message}")
+
+
+def _refused(refusal: Refusal, message: str) -> RejectedEvent:
+    return _reject(RejectReason(refusal.value), message)
 
 
 def _text(value: object) -> str | None:
@@ -127,7 +113,20 @@ class SecurityEventVerifier:
         self._algorithms = tuple(algorithms)
         self._leeway = leeway
         self._clock = clock or SystemClock()
-        self._registry = _Registry(algorithms=self._algorithms, strict_check_header=False)
+        self._jws = JwsChecks(
+            keys,
+            algorithms=self._algorithms,
+            types=SECURITY_EVENT_TYPES,
+            max_bytes=MAX_SET_BYTES,
+            words=Words(
+                it="the SET",
+                size=f"a SET is a compact JWS of 1..{MAX_SET_BYTES} B",
+                wrong_type="typ must be secevent+jwt (RFC 8417 §2.3)",
+                not_allowed=f"alg must be one of {self._algorithms}",
+                unknown_key=lambda kid: f"no published key has kid {kid}",
+            ),
+            refuse=_refused,
+        )
 
     @property
     def keys(self) -> JwksCache:
@@ -135,46 +134,10 @@ class SecurityEventVerifier:
 
     async def verify(self, token: str) -> SignedRevocation:
         """What `token` revokes, or RejectedEvent; Unavailable if no keys can be fetched."""
-        signed = self._parse(token)
-        header = signed.headers()
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise _reject(RejectReason.MALFORMED, "the SET has no kid header")
-        key = await self._keys.key(kid)
-        if key is None:
-            raise _reject(RejectReason.UNKNOWN_KEY, f"no published key has kid {kid}")
-        try:
-            valid = jws.validate_compact(signed, key, registry=self._registry)
-        except JoseError as exc:
-            raise _reject(RejectReason.BAD_SIGNATURE, "the key does not fit the SET's alg") from exc
-        if not valid:
-            raise _reject(RejectReason.BAD_SIGNATURE, "the SET's signature does not verify")
-        return self._revocation(self._claims(signed))
+        _, claims = await self._jws.open(token)
+        return self._revocation(self._checked_claims(claims))
 
-    def _parse(self, token: str) -> jws.CompactSignature:
-        if not token or len(token) > MAX_SET_BYTES:
-            raise _reject(RejectReason.MALFORMED, f"a SET is a compact JWS of 1..{MAX_SET_BYTES} B")
-        try:
-            signed = jws.extract_compact(token.encode("ascii"), registry=self._registry)
-        except (JoseError, ValueError, TypeError, UnicodeEncodeError) as exc:
-            raise _reject(RejectReason.MALFORMED, "the SET is not a compact JWS") from exc
-        header = signed.headers()
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in SECURITY_EVENT_TYPES:
-            raise _reject(RejectReason.WRONG_TYPE, "typ must be secevent+jwt (RFC 8417 §2.3)")
-        if header.get("alg") not in self._algorithms:
-            raise _reject(
-                RejectReason.ALGORITHM_NOT_ALLOWED, f"alg must be one of {self._algorithms}"
-            )
-        return signed
-
-    def _claims(self, signed: jws.CompactSignature) -> dict[str, Any]:
-        try:
-            claims = json.loads(signed.payload)
-        except (ValueError, TypeError) as exc:
-            raise _reject(RejectReason.MALFORMED, "the SET's payload is not JSON") from exc
-        if not isinstance(claims, dict):
-            raise _reject(RejectReason.MALFORMED, "the SET's payload is not a JSON object")
+    def _checked_claims(self, claims: dict[str, Any]) -> dict[str, Any]:
         issuer = _text(claims.get("iss"))
         if issuer is None or (self._issuer is not None and issuer != self._issuer):
             raise _reject(RejectReason.WRONG_ISSUER, f"iss must be {self._issuer or 'present'}")

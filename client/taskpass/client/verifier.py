@@ -12,35 +12,28 @@ a token replayed by another workload fails; and, last, the revocation checker: t
 `RevocationWatcher` (asked with the token's claims, so task and identity revocations count), or
 anything with `is_revoked(jti) -> bool`.
 
-JOSE parsing and signature checks are joserfc's; this module decides which keys and claims count.
+JOSE parsing and signature checks are joserfc's; this module decides which keys and claims count
+(the checks up to the payload are _jws.py's, shared with security_events.py).
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as dt
 import enum
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from joserfc import jws
-from joserfc.errors import (
-    ClaimError,
-    ExpiredTokenError,
-    JoseError,
-    MissingClaimError,
-)
-from joserfc.jwa import JWSAlgModel
-from joserfc.jwk import Key
+from joserfc.errors import ClaimError, ExpiredTokenError, MissingClaimError
 from joserfc.jwt import JWTClaimsRegistry
 
+from taskpass.client._jws import ALGORITHMS as ALGORITHMS
+from taskpass.client._jws import JwsChecks, Refusal, Words
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import InvalidRequest, TaskpassClientError
 from taskpass.client.jwks import JWKS_PATH, KEY_TYPES, GrpcJwks, HttpJwks, JwksCache, JwksSource
@@ -48,7 +41,6 @@ from taskpass.client.jwks import JWKS_PATH, KEY_TYPES, GrpcJwks, HttpJwks, JwksC
 if TYPE_CHECKING:
     from taskpass.client.client import TaskpassClient
 
-ALGORITHMS: Final = ("ES256", "EdDSA")
 ACCESS_TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4
 MAX_TOKEN_BYTES: Final = 16 * 1024
 
@@ -147,22 +139,6 @@ def certificate_thumbprint(certificate: PeerCertificate) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
-def _without_warning(alg: JWSAlgModel) -> JWSAlgModel:
-    quiet = copy.copy(alg)
-    quiet.security_warning = None
-    return quiet
-
-
-class _Registry(jws.JWSRegistry):
-    # joserfc warns on every EdDSA verification (RFC 9864 prefers the fully specified "Ed25519").
-    # Accepting EdDSA is a deliberate choice of the allow-list here, so the warning is noise; a
-    # copy of the model without it keeps the global warning filters (not thread-safe) untouched.
-    algorithms: dict[str, JWSAlgModel] = {
-        name: _without_warning(alg) if name == "EdDSA" else alg
-        for name, alg in jws.JWSRegistry.algorithms.items()
-    }
-
-
 class CredentialVerifier:
     """Verifies taskpass credentials offline against the issuer's published keys.
 
@@ -210,7 +186,23 @@ class CredentialVerifier:
             refetch_cooldown=refetch_cooldown,
             clock=self._clock,
         )
-        self._registry = _Registry(algorithms=self._algorithms, strict_check_header=False)
+        self._jws = JwsChecks(
+            self._keys,
+            algorithms=self._algorithms,
+            types=ACCESS_TOKEN_TYPES,
+            max_bytes=MAX_TOKEN_BYTES,
+            words=Words(
+                it="the token",
+                size=f"the token must be a compact JWS of at most {MAX_TOKEN_BYTES} B",
+                wrong_type="the token is not a JWT access token (typ must be at+jwt)",
+                not_allowed=f"the token's alg is not one of {', '.join(self._algorithms)}",
+                unknown_key=lambda kid: (
+                    f"no key {kid} is published at {self._keys.source.name}; the token is forged, "
+                    "from another issuer, or signed by a key retired long ago"
+                ),
+            ),
+            refuse=_invalid_token,
+        )
         # RFC 9068 §2.2: the claims every JWT access token carries.
         self._claims = JWTClaimsRegistry(
             now=self._now,
@@ -256,11 +248,7 @@ class CredentialVerifier:
         self, token: str, *, peer_certificate: PeerCertificate | None = None
     ) -> VerifiedCredential:
         """The verified credential, or InvalidToken; Unavailable if no keys can be fetched."""
-        signed = self._parse(token)
-        header = signed.headers()
-        key = await self._key(header)
-        self._check_signature(signed, key)
-        claims = self._payload(signed)
+        header, claims = await self._jws.open(token)
         self._check_claims(claims)
         bound_to = self._check_binding(claims, peer_certificate)
         if self._revoked is not None and self._revoked(claims):
@@ -269,62 +257,7 @@ class CredentialVerifier:
             )
         return _credential(claims, kid=header["kid"], bound_to=bound_to)
 
-    # --- the checks, in order --------------------------------------------------------------
-
-    def _parse(self, token: str) -> jws.CompactSignature:
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_BYTES:
-            raise InvalidToken(
-                Reason.MALFORMED, f"the token must be a compact JWS of at most {MAX_TOKEN_BYTES} B"
-            )
-        try:
-            signed = jws.extract_compact(token.encode("ascii"), registry=self._registry)
-        except (JoseError, ValueError, TypeError, UnicodeEncodeError) as exc:
-            raise InvalidToken(Reason.MALFORMED, "the token is not a compact JWS") from exc
-        header = signed.headers()
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in ACCESS_TOKEN_TYPES:
-            raise InvalidToken(
-                Reason.WRONG_TYPE, "the token is not a JWT access token (typ must be at+jwt)"
-            )
-        if header.get("alg") not in self._algorithms:
-            raise InvalidToken(
-                Reason.ALGORITHM_NOT_ALLOWED,
-                f"the token's alg is not one of {', '.join(self._algorithms)}",
-            )
-        return signed
-
-    async def _key(self, header: Mapping[str, Any]) -> Key:
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise InvalidToken(Reason.MALFORMED, "the token has no kid header")
-        key = await self._keys.key(kid)
-        if key is None:
-            raise InvalidToken(
-                Reason.UNKNOWN_KEY,
-                f"no key {kid} is published at {self._keys.source.name}; the token is forged, "
-                "from another issuer, or signed by a key retired long ago",
-            )
-        return key
-
-    def _check_signature(self, signed: jws.CompactSignature, key: Key) -> None:
-        try:
-            valid = jws.validate_compact(signed, key, registry=self._registry)
-        except JoseError as exc:
-            # e.g. an ES256 header naming an Ed25519 key: the key does not fit the algorithm
-            raise InvalidToken(
-                Reason.BAD_SIGNATURE, "the key does not fit the token's alg"
-            ) from exc
-        if not valid:
-            raise InvalidToken(Reason.BAD_SIGNATURE, "the token's signature does not verify")
-
-    def _payload(self, signed: jws.CompactSignature) -> dict[str, Any]:
-        try:
-            claims = json.loads(signed.payload)
-        except (ValueError, TypeError) as exc:
-            raise InvalidToken(Reason.MALFORMED, "the token's payload is not JSON") from exc
-        if not isinstance(claims, dict):
-            raise InvalidToken(Reason.MALFORMED, "the token's payload is not a JSON object")
-        return claims
+    # --- the checks after the JOSE ones (_jws.py), in order -------------------------------
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
         try:
@@ -377,6 +310,10 @@ class CredentialVerifier:
 
     def _now(self) -> int:
         return int(self._clock.now().timestamp())
+
+
+def _invalid_token(refusal: Refusal, message: str) -> InvalidToken:
+    return InvalidToken(Reason(refusal.value), message)
 
 
 def _revocation_check(

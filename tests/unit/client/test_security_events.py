@@ -1,10 +1,23 @@
-"""Identity patterns as the watcher matches them: the same syntax as groups and policy."""
+"""Identity patterns as the watcher matches them: the same syntax as groups and policy; SETs
+that are not even text."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
-from taskpass.client.security_events import pattern_matches
+from taskpass.client.jwks import JwksCache
+from taskpass.client.security_events import (
+    RejectedEvent,
+    RejectReason,
+    SecurityEventVerifier,
+    pattern_matches,
+)
+from taskpass.server.clock import FixedClock
+from taskpass.server.issuer.keys import SigningKey
+from tests.unit.client.conftest import CountingJwks
+from tests.unit.client.factories import jwks
 
 AGENTS = "spiffe://example.org/agents"
 
@@ -27,3 +40,21 @@ def test_a_pattern_covers_exactly_the_identities_it_names(
     pattern: str, subject: str, matches: bool
 ) -> None:
     assert pattern_matches(pattern, subject) is matches
+
+
+@pytest.mark.parametrize("token", [b"a.b.c", None, 7], ids=["bytes", "none", "a-number"])
+async def test_a_set_that_is_not_a_string_is_rejected_as_malformed_without_a_fetch(
+    clock: FixedClock, key: SigningKey, token: object
+) -> None:
+    # As the credential verifier does; before the checks were shared, bytes raised AttributeError.
+    source = CountingJwks(jwks(key))
+    verifier = SecurityEventVerifier(JwksCache(source, algorithms=("ES256",), clock=clock))
+
+    with pytest.raises(RejectedEvent) as rejected:
+        await verifier.verify(cast("Any", token))
+
+    assert rejected.value.reason is RejectReason.MALFORMED
+    assert str(rejected.value) == (
+        "revocation event rejected (malformed): a SET is a compact JWS of 1..16384 B"
+    )
+    assert source.fetches == 0
