@@ -9,7 +9,7 @@ import pytest
 
 from taskpass.server.errors import Conflict
 from taskpass.server.store.base import MAX_PAGE, Store
-from taskpass.server.store.records import PublishedKey
+from taskpass.server.store.records import AuditEntry, PublishedKey
 
 from .builders import T0, entry
 from .conftest import StoreMaker
@@ -93,3 +93,64 @@ async def test_published_keys_survive_a_restart(make_store: StoreMaker) -> None:
         await first.keys.publish(key, audit=entry())
     async with make_store() as second:
         assert await second.keys.list_published(T0) == [key]
+
+
+def unshared(key: PublishedKey) -> AuditEntry:
+    return AuditEntry(kind="key_unshared", actor="taskpass-server", at=T0, payload={"kid": key.kid})
+
+
+async def test_removing_ended_publications_deletes_exactly_what_is_no_longer_listed(
+    store: Store,
+) -> None:
+    ended = published("kid-ended", x="x-e", until=T0 - HOUR)
+    ending_now = published("kid-now", x="x-n", until=T0)
+    live = published("kid-live", x="x-l", until=T0 + dt.timedelta(microseconds=1))
+    for key in (live, ending_now, ended):
+        await store.keys.publish(key, audit=entry("key_shared"))
+
+    removed = await store.keys.remove_ended(T0, audit=unshared)
+
+    assert [k.kid for k in removed] == ["kid-ended", "kid-now"]
+    assert await store.keys.list_published(T0 - 2 * HOUR) == [live]  # all the table still holds
+    assert await store.keys.list_published(T0) == [live]  # what was published is unchanged
+    records = await store.audit.read(limit=MAX_PAGE)
+    assert [(r.kind, r.payload.get("kid")) for r in records[3:]] == [
+        ("key_unshared", "kid-ended"),
+        ("key_unshared", "kid-now"),
+    ]
+
+
+async def test_a_retired_keys_publication_until_its_last_token_expires_is_kept(
+    store: Store,
+) -> None:
+    # A retired key is published until the expiry of the last token it signed (shared_jwks):
+    # long after its lease would have ended, it stays while a token may still be presented.
+    last_token_expiry = T0 + 30 * HOUR
+    retired = published("kid-retired", until=last_token_expiry)
+    await store.keys.publish(retired, audit=entry("key_shared"))
+
+    kept = await store.keys.remove_ended(
+        last_token_expiry - dt.timedelta(seconds=1), audit=unshared
+    )
+    after_expiry = await store.keys.remove_ended(last_token_expiry, audit=unshared)
+
+    assert kept == []
+    assert after_expiry == [retired]
+    assert await store.keys.list_published(T0) == []
+
+
+async def test_nothing_ended_removes_nothing_and_audits_nothing(store: Store) -> None:
+    await store.keys.publish(published(until=T0 + HOUR), audit=entry("key_shared"))
+
+    assert await store.keys.remove_ended(T0, audit=unshared) == []
+    assert await audit_kinds(store) == ["key_shared"]
+
+
+async def test_a_removed_key_published_again_is_new_again(store: Store) -> None:
+    await store.keys.publish(published(until=T0), audit=entry("key_shared"))
+    await store.keys.remove_ended(T0, audit=unshared)
+
+    again = await store.keys.publish(published(until=T0 + HOUR), audit=entry("key_shared"))
+
+    assert again.publish_until == T0 + HOUR
+    assert await audit_kinds(store) == ["key_shared", "key_unshared", "key_shared"]

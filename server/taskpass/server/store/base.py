@@ -214,6 +214,18 @@ class KeyStore(Protocol):
         ...
 
 
+class KeyTable(KeyStore, Protocol):
+    """The shared JWKS as the store keeps it: KeyStore, and the upkeep of its table."""
+
+    async def remove_ended(
+        self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
+    ) -> list[PublishedKey]:
+        """Delete every key whose publication has ended at `now` (exactly those that
+        list_published(now) leaves out), with an audit record `audit(key)` for each, in one
+        transaction. Returns the deleted keys, oldest publication first."""
+        ...
+
+
 class AuditLog(Protocol):
     """The append-only, hash-chained audit log (see audit_chain)."""
 
@@ -245,7 +257,7 @@ class Store(Protocol):
     def bans(self) -> BanStore: ...
 
     @property
-    def keys(self) -> KeyStore: ...
+    def keys(self) -> KeyTable: ...
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (see migrate)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 from taskpass.server.store.audit_chain import canonical_json
@@ -17,7 +18,7 @@ from taskpass.server.store.postgres_notify import KEYS_TOPIC
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import AuditEntry, PublishedKey
-from taskpass.server.store.sqlite_keys import different_key
+from taskpass.server.store.sqlite_keys import different_key, oldest_first
 
 # Column order follows key_to_row / key_from_row.
 _SELECT = """
@@ -27,9 +28,15 @@ _INSERT = """
     INSERT INTO published_keys (kid, jwk, published_by, published_at, publish_until)
     VALUES ($1, $2, $3, $4, $5)"""
 _EXTEND = "UPDATE published_keys SET publish_until = $1, published_by = $2 WHERE kid = $3"
-_LIVE = """
+# Whether a row is published at a time (the publisher chose publish_until: see PublishedKey):
+# list_published reads exactly these rows and remove_ended deletes exactly the others.
+_PUBLISHED = "publish_until > $1"
+_LIVE = f"""
     SELECT kid, jwk, published_by, published_at, publish_until
-    FROM published_keys WHERE publish_until > $1 ORDER BY published_at, kid"""
+    FROM published_keys WHERE {_PUBLISHED} ORDER BY published_at, kid"""  # noqa: S608 - constants
+_REMOVE_ENDED = f"""
+    DELETE FROM published_keys WHERE NOT ({_PUBLISHED})
+    RETURNING kid, jwk, published_by, published_at, publish_until"""  # noqa: S608 - constants
 
 
 def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
@@ -76,3 +83,16 @@ class PostgresKeys:
 
     async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
         return [key_from_row(row) for row in await self._reader.fetch(_LIVE, now)]
+
+    async def remove_ended(
+        self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
+    ) -> list[PublishedKey]:
+        # Not announced: what list_published returns does not change, so no replica need re-read.
+        async def run(tx: PgWriteTx) -> list[PublishedKey]:
+            rows = await tx.conn.fetch(_REMOVE_ENDED, now)
+            removed = oldest_first(key_from_row(row) for row in rows)
+            for key in removed:
+                await tx.append_audit(audit(key))
+            return removed
+
+        return await self._writer.submit(run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from taskpass.server.errors import Conflict
@@ -26,9 +27,15 @@ _INSERT = """
     INSERT INTO published_keys (kid, jwk, published_by, published_at, publish_until)
     VALUES (?, ?, ?, ?, ?)"""
 _EXTEND = "UPDATE published_keys SET publish_until = ?, published_by = ? WHERE kid = ?"
-_LIVE = """
+# Whether a row is published at a time (the publisher chose publish_until: see PublishedKey):
+# list_published reads exactly these rows and remove_ended deletes exactly the others.
+_PUBLISHED = "publish_until > ?"
+_LIVE = f"""
     SELECT kid, jwk, published_by, published_at, publish_until
-    FROM published_keys WHERE publish_until > ? ORDER BY published_at, kid"""
+    FROM published_keys WHERE {_PUBLISHED} ORDER BY published_at, kid"""  # noqa: S608 - constants
+_REMOVE_ENDED = f"""
+    DELETE FROM published_keys WHERE NOT ({_PUBLISHED})
+    RETURNING kid, jwk, published_by, published_at, publish_until"""  # noqa: S608 - constants
 
 
 class _Reads(Protocol):
@@ -91,3 +98,22 @@ class SqliteKeys:
     async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
         rows = await self._reader.fetch_all(_LIVE, (codec.to_db_time(now),))
         return [key_from_row(row) for row in rows]
+
+    async def remove_ended(
+        self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
+    ) -> list[PublishedKey]:
+        at = (codec.to_db_time(now),)
+
+        def run(tx: WriteTx) -> list[PublishedKey]:
+            rows = tx.conn.execute(_REMOVE_ENDED, at).fetchall()
+            removed = oldest_first(key_from_row(row) for row in rows)
+            for key in removed:
+                tx.append_audit(audit(key))
+            return removed
+
+        return await self._writer.submit(run)
+
+
+def oldest_first(keys: Iterable[PublishedKey]) -> list[PublishedKey]:
+    """Keys in list_published's order: oldest publication first."""
+    return sorted(keys, key=lambda key: (key.published_at, key.kid))
