@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from taskpass._proto.v1 import credential_pb2 as pb
+from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
 from taskpass.client import (
     ApprovalPending,
     ApprovalsClient,
@@ -348,6 +351,62 @@ async def test_approvals_still_apply_to_a_delegation_the_policy_wants_approved(
     claims = await verified_claims(harness, child.token)
     assert claims["act"] == {"sub": RUNNER}
     assert claims["task"]["approval_id"] == pending.value.approval_id
+
+
+async def test_an_approval_given_under_one_parent_credential_is_not_used_under_another(
+    harness: Harness,
+) -> None:
+    billing = agent(harness)
+    parent_x = await billing.exchange(read(sensitivity="confidential"))
+    parent_y = await billing.exchange(read(sensitivity="confidential"))  # same task, 2nd token
+    runner = agent(harness, RUNNER)
+    task = read(sensitivity="confidential", ttl=60)
+    with pytest.raises(ApprovalPending) as under_x:
+        await runner.delegate(parent_x, task=task)
+    approved_id = under_x.value.approval_id
+    async with harness.agent(ALICE) as alice:
+        await ApprovalsClient.over(alice).approve(approved_id, comment="ok")
+
+    # under Y, the same task: the grant under X is not found; an approver is asked anew
+    async with runner.client() as client:
+        stub = pb_grpc.CredentialServiceStub(client.channel)
+        with pytest.raises(grpc.aio.AioRpcError) as under_y:
+            await stub.Exchange(
+                pb.ExchangeRequest(
+                    task=pb.TaskDescriptor(
+                        task_id=TASK_ID,
+                        audience="payments-api",
+                        action="read",
+                        sensitivity=pb.SENSITIVITY_CONFIDENTIAL,
+                        requested_ttl_seconds=60,
+                    ),
+                    subject_token=parent_y.token,
+                ),
+                timeout=5,
+            )
+
+    trailers: dict[str, Any] = dict(under_y.value.trailing_metadata() or ())  # type: ignore[arg-type]
+    asked_id, decision_id = trailers["taskpass-approval-id"], trailers["taskpass-decision-id"]
+    assert under_y.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert under_y.value.details() == (
+        "approval required by rule(s) approval.delegated.confidential from group(s) "
+        f"security-approvers (decision {decision_id}); approval id {asked_id}"
+    )
+    assert asked_id != approved_id
+    # approvers see which parent each request was asked under
+    async with harness.agent(ALICE) as alice:
+        approvals = ApprovalsClient.over(alice)
+        granted = await approvals.get(approved_id)
+        [pending] = await approvals.list_pending()
+    assert (granted.state, granted.parent_jti) == ("approved", parent_x.jti)
+    assert (pending.approval_id, pending.parent_jti) == (asked_id, parent_y.jti)
+    # and the grant still serves the parent it was given under, once
+    child = await runner.delegate(parent_x, task=task)
+    assert child.approval_id == approved_id
+    assert (await verified_claims(harness, child.token))["task"]["approval_id"] == approved_id
+    records = await harness.server.store.audit.read(limit=MAX_PAGE)
+    [consumed] = [r.payload for r in records if r.kind == "approval_consumed"]
+    assert (consumed["approval_id"], consumed["parent_jti"]) == (approved_id, parent_x.jti)
 
 
 async def test_the_audit_trail_links_every_child_to_its_parent(harness: Harness) -> None:

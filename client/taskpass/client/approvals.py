@@ -62,6 +62,9 @@ class Approval:
     decided_by: str
     decided_at: dt.datetime | None
     reason: str
+    parent_jti: str = ""
+    """A delegated exchange: the jti of the parent credential it was asked under (the grant
+    serves that parent only); empty when asked without one."""
 
     @classmethod
     def from_proto(cls, m: pb.Approval) -> Approval:
@@ -96,6 +99,7 @@ class Approval:
             decided_by=m.decided_by,
             decided_at=from_timestamp(m.decided_at) if m.HasField("decided_at") else None,
             reason=m.reason,
+            parent_jti=m.parent_jti,
         )
 
     def as_json(self) -> dict[str, object]:
@@ -130,6 +134,7 @@ class Approval:
             "decided_by": self.decided_by or None,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "reason": self.reason,
+            "parent_jti": self.parent_jti or None,
         }
 
 

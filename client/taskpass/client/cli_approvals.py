@@ -21,9 +21,10 @@ def summary(approval: Approval) -> str:
     tool = f" with {t.tool}" if t.tool else ""
     why = f' because "{t.reason}"' if t.reason else ""
     decided = f" by {approval.decided_by}" if approval.decided_by else ""
+    parent = f" under parent credential {approval.parent_jti}" if approval.parent_jti else ""
     return (
         f"[{approval.state}{decided}] {approval.approval_id}: {approval.requester} "
-        f"({approval.attestation_method}) asks to {t.action} {t.audience}{where}{tool} "
+        f"({approval.attestation_method}){parent} asks to {t.action} {t.audience}{where}{tool} "
         f"({t.sensitivity}, task {t.task_id}, ttl {approval.ttl_seconds}s, "
         f"scopes {' '.join(approval.scopes) or 'none'}){why}; rule(s) {', '.join(approval.rules)}"
         f"; approvers {', '.join(approval.approver_groups)}; "

@@ -250,6 +250,97 @@ async def test_an_unused_approval_expires(approvals: Approvals, clock: FixedCloc
         await approvals.consume(approval, workload(), task(), allowed(pending_decision()), "d")
 
 
+# -- a delegated exchange's approval is bound to its parent credential --------------------------
+
+PARENT_X = "jti-parent-x"
+PARENT_Y = "jti-parent-y"
+
+
+async def ask_under(approvals: Approvals, parent_jti: str | None) -> ApprovalRecord:
+    return await approvals.request(
+        workload(), task(), pending_decision(), "dec_1", parent_jti=parent_jti
+    )
+
+
+async def test_a_delegated_request_names_its_parent_in_every_audit_record(
+    approvals: Approvals, store: SqliteStore
+) -> None:
+    approval = await ask_under(approvals, PARENT_X)
+    approved = await approvals.approve(workload(ALICE), approval.approval_id)
+    with pytest.raises(PermissionDenied):
+        await approvals.deny(workload(ONCALL), approval.approval_id, reason="not mine")
+    await approvals.consume(
+        approved, workload(), task(), allowed(pending_decision()), "dec_2", parent_jti=PARENT_X
+    )
+
+    assert approval.parent_jti == PARENT_X
+    records = await store.audit.read(limit=10)
+    assert [(r.kind, r.payload["parent_jti"]) for r in records] == [
+        ("approval_requested", PARENT_X),
+        ("approval_granted", PARENT_X),
+        ("approval_refused", PARENT_X),
+        ("approval_consumed", PARENT_X),
+    ]
+
+
+async def test_the_same_task_under_another_parent_is_another_request(
+    approvals: Approvals,
+) -> None:
+    under_x = await ask_under(approvals, PARENT_X)
+
+    assert (await ask_under(approvals, PARENT_X)).approval_id == under_x.approval_id
+    under_y = await ask_under(approvals, PARENT_Y)
+    without = await ask_under(approvals, None)
+    assert len({under_x.approval_id, under_y.approval_id, without.approval_id}) == 3
+    assert (under_y.parent_jti, without.parent_jti) == (PARENT_Y, None)
+
+
+@pytest.mark.parametrize(
+    ("granted", "presented", "why"),
+    [
+        pytest.param(
+            PARENT_X, PARENT_Y, "it was granted under another parent credential", id="x-under-y"
+        ),
+        pytest.param(
+            PARENT_X,
+            None,
+            "it was granted for a delegation under a parent credential, not without one",
+            id="x-without-parent",
+        ),
+        pytest.param(
+            None,
+            PARENT_X,
+            "it was granted for an exchange without a parent credential, not a delegation",
+            id="no-parent-under-x",
+        ),
+    ],
+)
+async def test_a_grant_serves_only_the_parent_it_was_asked_under(
+    approvals: Approvals,
+    store: SqliteStore,
+    granted: str | None,
+    presented: str | None,
+    why: str,
+) -> None:
+    approval = await approvals.approve(
+        workload(ALICE), (await ask_under(approvals, granted)).approval_id
+    )
+    decision = allowed(pending_decision())
+
+    with pytest.raises(PermissionDenied) as refused:
+        await approvals.consume(approval, workload(), task(), decision, "d", parent_jti=presented)
+
+    assert refused.value.message == (
+        f"approval {approval.approval_id} does not cover this request: {why}; "
+        "ask for a new approval"
+    )
+    assert (await store.approvals.get(approval.approval_id)).state is ApprovalState.APPROVED  # type: ignore[union-attr]
+    used, _ = await approvals.consume(
+        approval, workload(), task(), decision, "d", parent_jti=granted
+    )
+    assert used.state is ApprovalState.CONSUMED
+
+
 async def test_pending_lists_only_what_the_viewer_may_decide(approvals: Approvals) -> None:
     mine = await ask(approvals, ALICE)
     agents = await ask(approvals)

@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from taskpass.server.store import postgres_codec, postgres_schema, sqlite_codec, sqlite_schema
 from taskpass.server.store.base import MAX_PAGE, Store
 from taskpass.server.store.records import ApprovalRecord, ApprovalState
 from taskpass.server.store.sqlite import SqliteStore
+from tests.support.postgres import raw_connection
 
 from .builders import AGENT, OTHER_AGENT, T0, entry
+from .conftest import StoreMaker
 
 TTL = dt.timedelta(minutes=15)
 APPROVER = "spiffe://example.org/humans/approvers/alice"
@@ -27,6 +30,7 @@ def pending(
     requester: str = AGENT,
     digest: str = "digest-1",
     created_at: dt.datetime = T0,
+    parent_jti: str | None = None,
 ) -> ApprovalRecord:
     return ApprovalRecord(
         approval_id=approval_id,
@@ -48,6 +52,7 @@ def pending(
         state=ApprovalState.PENDING,
         created_at=created_at,
         expires_at=created_at + TTL,
+        parent_jti=parent_jti,
     )
 
 
@@ -79,12 +84,14 @@ async def consume(
     *,
     requester: str = AGENT,
     digest: str = "digest-1",
+    parent_jti: str | None = None,
     at: dt.datetime = T0,
 ) -> ApprovalRecord:
     return await store.approvals.consume(
         approval_id,
         requester=requester,
         digest=digest,
+        parent_jti=parent_jti,
         at=at,
         audit=entry("approval_consumed", approval_id=approval_id),
     )
@@ -258,6 +265,125 @@ async def test_a_pending_request_cannot_be_used(store: Store) -> None:
         await consume(store)
 
 
+# -- delegation: a grant is bound to the parent credential it was asked under --------------------
+
+PARENT_X = "jti-parent-x"
+PARENT_Y = "jti-parent-y"
+
+
+async def test_a_delegated_request_reads_back_with_its_parent(store: Store) -> None:
+    approval = await create(store, pending(parent_jti=PARENT_X))
+
+    stored = await store.approvals.get("apr-1")
+
+    assert stored == approval
+    assert stored is not None and stored.parent_jti == PARENT_X
+    [listed] = await store.approvals.list_pending(T0, limit=10)
+    assert listed.parent_jti == PARENT_X
+
+
+@pytest.mark.parametrize(
+    ("first", "again"),
+    [
+        pytest.param(PARENT_X, PARENT_Y, id="x-then-y"),
+        pytest.param(PARENT_X, None, id="x-then-no-parent"),
+        pytest.param(None, PARENT_X, id="no-parent-then-x"),
+    ],
+)
+async def test_a_live_request_is_not_found_under_another_parent(
+    store: Store, first: str | None, again: str | None
+) -> None:
+    await create(store, pending(parent_jti=first))
+    await approve(store)
+
+    stored, created = await store.approvals.create_or_reuse(
+        pending("apr-2", parent_jti=again), audit=entry("approval_requested"), now=T0
+    )
+
+    assert created
+    assert (stored.approval_id, stored.state, stored.parent_jti) == (
+        "apr-2",
+        ApprovalState.PENDING,
+        again,
+    )
+
+
+@pytest.mark.parametrize("parent", [PARENT_X, None], ids=["x", "no-parent"])
+async def test_a_live_request_is_found_again_under_the_same_parent(
+    store: Store, parent: str | None
+) -> None:
+    first = await create(store, pending(parent_jti=parent))
+
+    again, created = await store.approvals.create_or_reuse(
+        pending("apr-2", parent_jti=parent), audit=entry("approval_requested"), now=T0
+    )
+
+    assert (again, created) == (first, False)
+
+
+async def test_a_denial_under_one_parent_is_final_for_the_task_under_any(store: Store) -> None:
+    await create(store, pending(parent_jti=PARENT_X))
+    await store.approvals.decide(
+        "apr-1",
+        approve=False,
+        by=APPROVER,
+        at=T0,
+        reason="not this runner",
+        expires_at=T0 + TTL,
+        audit=entry("approval_denied"),
+    )
+
+    for parent in (PARENT_Y, None):
+        stored, created = await store.approvals.create_or_reuse(
+            pending("apr-2", parent_jti=parent), audit=entry("approval_requested"), now=T0
+        )
+        assert not created
+        assert (stored.approval_id, stored.state) == ("apr-1", ApprovalState.DENIED)
+
+
+@pytest.mark.parametrize(
+    ("granted", "presented", "message"),
+    [
+        pytest.param(
+            PARENT_X,
+            PARENT_Y,
+            "approval apr-1 does not cover this request: it was granted under another parent "
+            "credential; ask for a new approval",
+            id="x-used-under-y",
+        ),
+        pytest.param(
+            PARENT_X,
+            None,
+            "approval apr-1 does not cover this request: it was granted for a delegation under "
+            "a parent credential, not without one; ask for a new approval",
+            id="x-used-without-parent",
+        ),
+        pytest.param(
+            None,
+            PARENT_X,
+            "approval apr-1 does not cover this request: it was granted for an exchange without "
+            "a parent credential, not a delegation; ask for a new approval",
+            id="no-parent-used-under-x",
+        ),
+    ],
+)
+async def test_a_grant_is_bound_to_its_parent_credential(
+    store: Store, granted: str | None, presented: str | None, message: str
+) -> None:
+    await create(store, pending(parent_jti=granted))
+    await approve(store)
+    audit_before = len(await store.audit.read(limit=10))
+
+    with pytest.raises(PermissionDenied) as refused:
+        await consume(store, parent_jti=presented)
+
+    assert refused.value.message == message
+    assert (await store.approvals.get("apr-1")).state is ApprovalState.APPROVED  # type: ignore[union-attr]
+    assert len(await store.audit.read(limit=10)) == audit_before
+    used = await consume(store, parent_jti=granted)  # still there for the parent it names
+    assert (used.state, used.parent_jti) == (ApprovalState.CONSUMED, granted)
+
+
 async def test_list_pending_skips_decided_and_expired_oldest_first(store: Store) -> None:
     for n in range(4):
         await create(
@@ -298,3 +424,73 @@ async def test_sqlite_refuses_moving_a_decision_back_or_deleting_it(tmp_path: Pa
             conn.execute("DELETE FROM approvals")
     finally:
         conn.close()
+
+
+# -- migration 6: requests stored before parents were recorded -----------------------------------
+
+BEFORE_PARENTS = 5
+"""The last schema version without approvals.parent_jti."""
+_SQLITE_INSERT_BEFORE_PARENTS = """
+    INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
+        digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
+        approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
+        decided_at, reason, consumed_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_PG_INSERT_BEFORE_PARENTS = """
+    INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
+        digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
+        approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
+        decided_at, reason, consumed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20, $21, $22, $23)"""
+
+
+async def _store_before_parents(dsn: str, approval: ApprovalRecord) -> None:
+    """The database as a taskpass of schema version 5 left it, holding `approval`."""
+    if dsn.startswith("sqlite:///"):
+        conn = sqlite_schema.connect(Path(dsn.removeprefix("sqlite:///")))
+        try:
+            conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at)")
+            for migration in sqlite_schema.MIGRATIONS[:BEFORE_PARENTS]:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?, 'then')", (migration.version,))
+            row = sqlite_codec.approval_to_row(approval)[:23]
+            conn.execute(_SQLITE_INSERT_BEFORE_PARENTS, row)
+        finally:
+            conn.close()
+        return
+    async with raw_connection(dsn) as pg:
+        await pg.execute(
+            "CREATE TABLE schema_version (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for pg_migration in postgres_schema.MIGRATIONS[:BEFORE_PARENTS]:
+            for statement in pg_migration.statements:
+                await pg.execute(statement)
+            await pg.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)", pg_migration.version
+            )
+        row = postgres_codec.approval_to_row(approval)[:23]
+        await pg.execute(_PG_INSERT_BEFORE_PARENTS, *row)
+
+
+async def test_a_request_stored_before_parents_were_recorded_has_none_after_the_migration(
+    dsn: str, make_store: StoreMaker
+) -> None:
+    old = pending()
+    await _store_before_parents(dsn, old)
+
+    async with make_store() as store:  # opening migrates
+        read_back = await store.approvals.get("apr-1")
+        reused, created = await store.approvals.create_or_reuse(
+            pending("apr-2"), audit=entry("approval_requested"), now=T0
+        )
+        delegated, delegated_created = await store.approvals.create_or_reuse(
+            pending("apr-3", parent_jti=PARENT_X), audit=entry("approval_requested"), now=T0
+        )
+
+    assert read_back == old
+    assert read_back is not None and read_back.parent_jti is None
+    assert (reused.approval_id, created) == ("apr-1", False)  # still the exchange without one
+    assert (delegated.approval_id, delegated_created) == ("apr-3", True)

@@ -24,6 +24,7 @@ from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.engine import PolicyEngine
+from taskpass.server.store.records import ApprovalState
 from taskpass.server.store.sqlite import SqliteStore
 from taskpass.server.tasks.descriptor import Sensitivity, TaskDescriptor
 from taskpass.server.tasks.service import StaticPolicy, TaskService
@@ -215,3 +216,49 @@ async def test_a_task_id_used_for_another_task_is_refused_before_asking_anyone(
 async def test_waiting_longer_than_an_hour_is_refused(world: World) -> None:
     with pytest.raises(InvalidRequest, match="wait_for_approval_seconds"):
         await world.tasks.exchange(workload(), WRITE, wait_for_approval=dt.timedelta(hours=2))
+
+
+# -- delegation: the approval of a delegated exchange is bound to its parent credential ----------
+
+SUB_AGENT = "spiffe://example.org/agents/sub-bot"
+
+
+async def approved_exchange(
+    world: World, who: str = AGENT, *, subject_token: str = ""
+) -> tuple[str, str]:
+    """(approval id, token): ask, have alice approve, exchange again."""
+    with pytest.raises(ApprovalRequired) as asked:
+        await world.tasks.exchange(workload(who), WRITE, subject_token=subject_token)
+    await world.approvals.approve(workload(ALICE), asked.value.approval_id)
+    done = await world.tasks.exchange(workload(who), WRITE, subject_token=subject_token)
+    assert done.approval_id == asked.value.approval_id
+    return done.approval_id, done.credential.token
+
+
+async def test_an_approval_under_one_parent_serves_neither_another_nor_none(
+    world: World,
+) -> None:
+    _, parent_x = await approved_exchange(world)
+    _, parent_y = await approved_exchange(world)  # the same task, a second credential
+    with pytest.raises(ApprovalRequired) as under_x:
+        await world.tasks.exchange(workload(SUB_AGENT), WRITE, subject_token=parent_x)
+    approval_x = under_x.value.approval_id
+    await world.approvals.approve(workload(ALICE), approval_x)
+
+    with pytest.raises(ApprovalRequired) as under_y:
+        await world.tasks.exchange(workload(SUB_AGENT), WRITE, subject_token=parent_y)
+    with pytest.raises(ApprovalRequired) as without:
+        await world.tasks.exchange(workload(SUB_AGENT), WRITE)
+
+    # each asked an approver anew; the grant under X is still there, unused
+    assert len({approval_x, under_y.value.approval_id, without.value.approval_id}) == 3
+    stored = await world.store.approvals.get(approval_x)
+    assert stored is not None and stored.state is ApprovalState.APPROVED
+    child = await world.tasks.exchange(workload(SUB_AGENT), WRITE, subject_token=parent_x)
+    assert child.approval_id == approval_x
+    record = await world.store.credentials.get_credential(child.credential.jti)
+    parent_x_jti = (await world.tasks.introspect(parent_x)).claims["jti"]
+    assert record is not None and record.parent_jti == parent_x_jti
+    consumed = [r for r in await world.store.audit.read(limit=100) if r.kind == "approval_consumed"]
+    assert consumed[-1].payload["approval_id"] == approval_x
+    assert consumed[-1].payload["parent_jti"] == parent_x_jti

@@ -27,31 +27,31 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskpass._proto.v1 import credential_pb2 as taskpass_dot_v1_dot_credential__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ataskpass/v1/approval.proto\x12\x0btaskpass.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ctaskpass/v1/credential.proto\"\xfc\x03\n\x08\x41pproval\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.taskpass.v1.ApprovalState\x12\x11\n\trequester\x18\x03 \x01(\t\x12\x1a\n\x12\x61ttestation_method\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x65rt_sha256\x18\x05 \x01(\t\x12)\n\x04task\x18\x06 \x01(\x0b\x32\x1b.taskpass.v1.TaskDescriptor\x12\x13\n\x0btask_digest\x18\x07 \x01(\t\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12\x13\n\x0bttl_seconds\x18\t \x01(\r\x12\r\n\x05rules\x18\n \x03(\t\x12\x17\n\x0f\x61pprover_groups\x18\x0b \x03(\t\x12\x16\n\x0epolicy_version\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\x10 \x01(\t\x12.\n\ndecided_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x12 \x01(\t\"\x14\n\x12ListPendingRequest\"?\n\x13ListPendingResponse\x12(\n\tapprovals\x18\x01 \x03(\x0b\x32\x15.taskpass.v1.Approval\"\x15\n\x13WatchPendingRequest\"?\n\x14WatchPendingResponse\x12\'\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x15.taskpass.v1.Approval\"6\n\x0e\x41pproveRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"2\n\x0b\x44\x65nyRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x12GetApprovalRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t*\xbc\x01\n\rApprovalState\x12\x1e\n\x1a\x41PPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41PPROVAL_STATE_PENDING\x10\x01\x12\x1b\n\x17\x41PPROVAL_STATE_APPROVED\x10\x02\x12\x19\n\x15\x41PPROVAL_STATE_DENIED\x10\x03\x12\x1b\n\x17\x41PPROVAL_STATE_CONSUMED\x10\x04\x12\x1a\n\x16\x41PPROVAL_STATE_EXPIRED\x10\x05\x32\xf1\x02\n\x0f\x41pprovalService\x12P\n\x0bListPending\x12\x1f.taskpass.v1.ListPendingRequest\x1a .taskpass.v1.ListPendingResponse\x12U\n\x0cWatchPending\x12 .taskpass.v1.WatchPendingRequest\x1a!.taskpass.v1.WatchPendingResponse0\x01\x12=\n\x07\x41pprove\x12\x1b.taskpass.v1.ApproveRequest\x1a\x15.taskpass.v1.Approval\x12\x37\n\x04\x44\x65ny\x12\x18.taskpass.v1.DenyRequest\x1a\x15.taskpass.v1.Approval\x12=\n\x03Get\x12\x1f.taskpass.v1.GetApprovalRequest\x1a\x15.taskpass.v1.Approvalb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ataskpass/v1/approval.proto\x12\x0btaskpass.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ctaskpass/v1/credential.proto\"\x90\x04\n\x08\x41pproval\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.taskpass.v1.ApprovalState\x12\x11\n\trequester\x18\x03 \x01(\t\x12\x1a\n\x12\x61ttestation_method\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x65rt_sha256\x18\x05 \x01(\t\x12)\n\x04task\x18\x06 \x01(\x0b\x32\x1b.taskpass.v1.TaskDescriptor\x12\x13\n\x0btask_digest\x18\x07 \x01(\t\x12\x0e\n\x06scopes\x18\x08 \x03(\t\x12\x13\n\x0bttl_seconds\x18\t \x01(\r\x12\r\n\x05rules\x18\n \x03(\t\x12\x17\n\x0f\x61pprover_groups\x18\x0b \x03(\t\x12\x16\n\x0epolicy_version\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\r \x01(\t\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndecided_by\x18\x10 \x01(\t\x12.\n\ndecided_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x12 \x01(\t\x12\x12\n\nparent_jti\x18\x13 \x01(\t\"\x14\n\x12ListPendingRequest\"?\n\x13ListPendingResponse\x12(\n\tapprovals\x18\x01 \x03(\x0b\x32\x15.taskpass.v1.Approval\"\x15\n\x13WatchPendingRequest\"?\n\x14WatchPendingResponse\x12\'\n\x08\x61pproval\x18\x01 \x01(\x0b\x32\x15.taskpass.v1.Approval\"6\n\x0e\x41pproveRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63omment\x18\x02 \x01(\t\"2\n\x0b\x44\x65nyRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\")\n\x12GetApprovalRequest\x12\x13\n\x0b\x61pproval_id\x18\x01 \x01(\t*\xbc\x01\n\rApprovalState\x12\x1e\n\x1a\x41PPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41PPROVAL_STATE_PENDING\x10\x01\x12\x1b\n\x17\x41PPROVAL_STATE_APPROVED\x10\x02\x12\x19\n\x15\x41PPROVAL_STATE_DENIED\x10\x03\x12\x1b\n\x17\x41PPROVAL_STATE_CONSUMED\x10\x04\x12\x1a\n\x16\x41PPROVAL_STATE_EXPIRED\x10\x05\x32\xf1\x02\n\x0f\x41pprovalService\x12P\n\x0bListPending\x12\x1f.taskpass.v1.ListPendingRequest\x1a .taskpass.v1.ListPendingResponse\x12U\n\x0cWatchPending\x12 .taskpass.v1.WatchPendingRequest\x1a!.taskpass.v1.WatchPendingResponse0\x01\x12=\n\x07\x41pprove\x12\x1b.taskpass.v1.ApproveRequest\x1a\x15.taskpass.v1.Approval\x12\x37\n\x04\x44\x65ny\x12\x18.taskpass.v1.DenyRequest\x1a\x15.taskpass.v1.Approval\x12=\n\x03Get\x12\x1f.taskpass.v1.GetApprovalRequest\x1a\x15.taskpass.v1.Approvalb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskpass._proto.v1.approval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPROVALSTATE']._serialized_start=944
-  _globals['_APPROVALSTATE']._serialized_end=1132
+  _globals['_APPROVALSTATE']._serialized_start=964
+  _globals['_APPROVALSTATE']._serialized_end=1152
   _globals['_APPROVAL']._serialized_start=107
-  _globals['_APPROVAL']._serialized_end=615
-  _globals['_LISTPENDINGREQUEST']._serialized_start=617
-  _globals['_LISTPENDINGREQUEST']._serialized_end=637
-  _globals['_LISTPENDINGRESPONSE']._serialized_start=639
-  _globals['_LISTPENDINGRESPONSE']._serialized_end=702
-  _globals['_WATCHPENDINGREQUEST']._serialized_start=704
-  _globals['_WATCHPENDINGREQUEST']._serialized_end=725
-  _globals['_WATCHPENDINGRESPONSE']._serialized_start=727
-  _globals['_WATCHPENDINGRESPONSE']._serialized_end=790
-  _globals['_APPROVEREQUEST']._serialized_start=792
-  _globals['_APPROVEREQUEST']._serialized_end=846
-  _globals['_DENYREQUEST']._serialized_start=848
-  _globals['_DENYREQUEST']._serialized_end=898
-  _globals['_GETAPPROVALREQUEST']._serialized_start=900
-  _globals['_GETAPPROVALREQUEST']._serialized_end=941
-  _globals['_APPROVALSERVICE']._serialized_start=1135
-  _globals['_APPROVALSERVICE']._serialized_end=1504
+  _globals['_APPROVAL']._serialized_end=635
+  _globals['_LISTPENDINGREQUEST']._serialized_start=637
+  _globals['_LISTPENDINGREQUEST']._serialized_end=657
+  _globals['_LISTPENDINGRESPONSE']._serialized_start=659
+  _globals['_LISTPENDINGRESPONSE']._serialized_end=722
+  _globals['_WATCHPENDINGREQUEST']._serialized_start=724
+  _globals['_WATCHPENDINGREQUEST']._serialized_end=745
+  _globals['_WATCHPENDINGRESPONSE']._serialized_start=747
+  _globals['_WATCHPENDINGRESPONSE']._serialized_end=810
+  _globals['_APPROVEREQUEST']._serialized_start=812
+  _globals['_APPROVEREQUEST']._serialized_end=866
+  _globals['_DENYREQUEST']._serialized_start=868
+  _globals['_DENYREQUEST']._serialized_end=918
+  _globals['_GETAPPROVALREQUEST']._serialized_start=920
+  _globals['_GETAPPROVALREQUEST']._serialized_end=961
+  _globals['_APPROVALSERVICE']._serialized_start=1155
+  _globals['_APPROVALSERVICE']._serialized_end=1524
 # @@protoc_insertion_point(module_scope)

@@ -90,6 +90,7 @@ def approval_proto(approval: ApprovalRecord, state: ApprovalState) -> pb.Approva
         expires_at=timestamp(approval.expires_at),
         decided_by=approval.decided_by or "",
         reason=approval.reason,
+        parent_jti=approval.parent_jti or "",
     )
     if approval.decided_at is not None:
         message.decided_at.CopyFrom(timestamp(approval.decided_at))

@@ -2,7 +2,9 @@
 
 Rules kept here (DESIGN.md "Security invariants", issue 3):
 - a request is bound to the requester, the task digest, audience, action, scopes and TTL the
-  approver is shown; its grant is usable once, by that requester, for that task, before expiry;
+  approver is shown, and for a delegated exchange to the parent credential (its jti); its grant
+  is usable once, by that requester, for that task, under that parent (or, if asked without
+  one, without one), before expiry;
 - only members of a group named by the approval rule may decide, and never the requester itself,
   whatever groups it is in; every refusal is audited;
 - waiting exchanges and live watchers learn of a change at once (see signals.py).
@@ -65,6 +67,7 @@ def approval_audit(approval: ApprovalRecord) -> JsonObject:
         "requester": approval.requester,
         "task": approval.descriptor,
         "task_digest": approval.digest,
+        "parent_jti": approval.parent_jti,
         "scopes": list(approval.scopes),
         "ttl_seconds": approval.ttl_seconds,
         "rules": list(approval.rules),
@@ -111,10 +114,17 @@ class Approvals:
     # -- the requester's side ----------------------------------------------------------------
 
     async def request(
-        self, workload: Workload, task: TaskDescriptor, decision: Decision, decision_id: str
+        self,
+        workload: Workload,
+        task: TaskDescriptor,
+        decision: Decision,
+        decision_id: str,
+        *,
+        parent_jti: str | None = None,
     ) -> ApprovalRecord:
         """The approval in force for this requester and task: a new pending request (audited,
-        approvers notified), the live one asked for before, or a denial, which is final."""
+        approvers notified), the live one asked for before under the same parent credential
+        (`parent_jti` of a delegated exchange, None for none), or a denial, which is final."""
         if decision.outcome is not Outcome.PENDING_APPROVAL:
             raise ValueError("only a pending decision asks for approval")
         now = self._clock.now()
@@ -138,6 +148,7 @@ class Approvals:
             state=ApprovalState.PENDING,
             created_at=now,
             expires_at=now + self._ttl,
+            parent_jti=parent_jti,
         )
         audit = AuditEntry(
             kind="approval_requested",
@@ -185,11 +196,14 @@ class Approvals:
         task: TaskDescriptor,
         decision: Decision,
         decision_id: str,
+        *,
+        parent_jti: str | None = None,
     ) -> tuple[ApprovalRecord, Decision]:
         """Use an approved grant for this exact request, once. `decision` is the policy's
         decision made again with the grant's rules satisfied; returned capped to the approved
-        TTL. Raises PermissionDenied if anything differs from what the approver saw."""
-        _check_binding(approval, workload, task, decision)
+        TTL. `parent_jti`: the parent credential of a delegated exchange (None for none). Raises
+        PermissionDenied if anything differs from what the approver saw."""
+        _check_binding(approval, workload, task, decision, parent_jti)
         approved_ttl = dt.timedelta(seconds=approval.ttl_seconds)
         if decision.ttl > approved_ttl:
             decision = _with_ttl(decision, approved_ttl)
@@ -198,6 +212,7 @@ class Approvals:
             approval.approval_id,
             requester=workload.id,
             digest=task.digest(),
+            parent_jti=parent_jti,
             at=now,
             audit=AuditEntry(
                 kind="approval_consumed",
@@ -207,6 +222,7 @@ class Approvals:
                     "approval_id": approval.approval_id,
                     "workload": workload_audit(workload),
                     "task_digest": approval.digest,
+                    "parent_jti": parent_jti,
                     "approved_by": approval.decided_by,
                     "decision_id": decision_id,
                 },
@@ -348,6 +364,7 @@ class Approvals:
                     "attempted": action,
                     "workload": workload_audit(approver),
                     "requester": approval.requester,
+                    "parent_jti": approval.parent_jti,
                     "approver_groups": list(approval.approver_groups),
                     "reason": problem,
                 },
@@ -357,7 +374,11 @@ class Approvals:
 
 
 def _check_binding(
-    approval: ApprovalRecord, workload: Workload, task: TaskDescriptor, decision: Decision
+    approval: ApprovalRecord,
+    workload: Workload,
+    task: TaskDescriptor,
+    decision: Decision,
+    parent_jti: str | None,
 ) -> None:
     """The grant covers exactly what the approver was shown, or nothing."""
     mismatch = ""
@@ -365,6 +386,8 @@ def _check_binding(
         mismatch = "it was granted to another requester"
     elif approval.digest != task.digest():
         mismatch = "it was granted for another task (the task descriptor differs)"
+    elif parent := approval.parent_mismatch(parent_jti):
+        mismatch = parent
     elif (approval.audience, approval.action) != (task.audience, task.action):
         mismatch = "it was granted for another audience or action"
     elif decision.outcome is not Outcome.ALLOW:

@@ -129,7 +129,8 @@ class ApprovalStore(Protocol):
         self, approval: ApprovalRecord, *, audit: AuditEntry, now: dt.datetime
     ) -> tuple[ApprovalRecord, bool]:
         """Store `approval` with its audit record, unless one is in force for the same requester
-        and digest: a live one (pending or approved, unexpired at `now`) or a denial (final for
+        and digest: a live one (pending or approved, unexpired at `now`) asked under the same
+        parent credential (`parent_jti`, None for none), or a denial under any parent (final for
         that task). Then return that one and write nothing. Returns (the approval in force,
         whether it was created)."""
         ...
@@ -161,11 +162,19 @@ class ApprovalStore(Protocol):
         ...
 
     async def consume(
-        self, approval_id: str, *, requester: str, digest: str, at: dt.datetime, audit: AuditEntry
+        self,
+        approval_id: str,
+        *,
+        requester: str,
+        digest: str,
+        parent_jti: str | None,
+        at: dt.datetime,
+        audit: AuditEntry,
     ) -> ApprovalRecord:
         """Use an approved, unexpired grant once, with its audit record. Raises NotFound for an
-        unknown id, PermissionDenied when requester or digest differ from the binding, Conflict
-        when it is not approved, already used, or expired."""
+        unknown id, PermissionDenied when requester, digest or parent credential (`parent_jti`,
+        None for an exchange without one) differ from the binding, Conflict when it is not
+        approved, already used, or expired."""
         ...
 
 

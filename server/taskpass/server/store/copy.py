@@ -98,6 +98,7 @@ _APPROVAL_COLUMNS = (
     "decided_at",
     "reason",
     "consumed_at",
+    "parent_jti",
 )
 
 # Tasks before the credentials that reference them; the rest in any order.

@@ -24,36 +24,40 @@ _INSERT = """
     INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
         digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
         approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
-        decided_at, reason, consumed_at)
+        decided_at, reason, consumed_at, parent_jti)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22, $23)"""
+        $19, $20, $21, $22, $23, $24)"""
 _SELECT = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE approval_id = $1"""
 _LATEST = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE requester = $1 AND digest = $2
     ORDER BY created_at DESC, ord DESC LIMIT 1"""
-# What blocks a new request for the same task: a live one, or a denial (final for that task).
+# What blocks a new request for the same task: a live one asked under the same parent
+# credential (NULL, no parent, matches only NULL), or a denial under any parent (final for
+# that task: a new parent credential does not reopen what an approver refused).
 _IN_FORCE = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE requester = $1 AND digest = $2
-        AND (state = 'denied' OR (state IN ('pending', 'approved') AND expires_at > $3))
+        AND (state = 'denied'
+             OR (state IN ('pending', 'approved') AND expires_at > $3
+                 AND parent_jti IS NOT DISTINCT FROM $4))
     ORDER BY created_at DESC, ord DESC LIMIT 1"""
 _PENDING = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE state = 'pending' AND expires_at > $1
     ORDER BY created_at, ord LIMIT $2"""
 _DECIDE = """
@@ -63,15 +67,15 @@ _DECIDE = """
     RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at"""
+        reason, consumed_at, parent_jti"""
 _CONSUME = """
     UPDATE approvals SET state = 'consumed', consumed_at = $1
     WHERE approval_id = $2 AND state = 'approved' AND expires_at > $1
-        AND requester = $3 AND digest = $4
+        AND requester = $3 AND digest = $4 AND parent_jti IS NOT DISTINCT FROM $5
     RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at"""
+        reason, consumed_at, parent_jti"""
 
 _STATE_PHRASES = {
     ApprovalState.PENDING: "is still pending: an approver has not decided it yet",
@@ -107,7 +111,9 @@ class PostgresApprovals:
         row = codec.approval_to_row(approval)
 
         async def run(tx: PgWriteTx) -> tuple[ApprovalRecord, bool]:
-            in_force = await _one(tx, _IN_FORCE, approval.requester, approval.digest, now)
+            in_force = await _one(
+                tx, _IN_FORCE, approval.requester, approval.digest, now, approval.parent_jti
+            )
             if in_force is not None:
                 return in_force, False
             await tx.conn.execute(_INSERT, *row)
@@ -155,10 +161,17 @@ class PostgresApprovals:
         return await self._writer.submit(run)
 
     async def consume(
-        self, approval_id: str, *, requester: str, digest: str, at: dt.datetime, audit: AuditEntry
+        self,
+        approval_id: str,
+        *,
+        requester: str,
+        digest: str,
+        parent_jti: str | None,
+        at: dt.datetime,
+        audit: AuditEntry,
     ) -> ApprovalRecord:
         async def run(tx: PgWriteTx) -> ApprovalRecord:
-            consumed = await _one(tx, _CONSUME, at, approval_id, requester, digest)
+            consumed = await _one(tx, _CONSUME, at, approval_id, requester, digest, parent_jti)
             if consumed is None:
                 stored = await _one(tx, _SELECT, approval_id)
                 if stored is not None and stored.requester != requester:
@@ -169,6 +182,11 @@ class PostgresApprovals:
                     raise PermissionDenied(
                         f"approval {approval_id} was granted for another task (digest differs):"
                         " ask for an approval of this task"
+                    )
+                if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
+                    raise PermissionDenied(
+                        f"approval {approval_id} does not cover this request: {mismatch}; "
+                        "ask for a new approval"
                     )
                 raise _why_not(stored, approval_id, at)
             await tx.append_audit(audit)

@@ -162,6 +162,7 @@ def approval_to_row(a: ApprovalRecord) -> tuple[Any, ...]:
         a.decided_at,
         a.reason,
         a.consumed_at,
+        a.parent_jti,
     )
 
 
@@ -190,6 +191,7 @@ def approval_from_row(row: Row) -> ApprovalRecord:
         decided_at=row[20],
         reason=row[21],
         consumed_at=row[22],
+        parent_jti=row[23],
     )
 
 

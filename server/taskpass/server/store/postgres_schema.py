@@ -191,6 +191,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE parent_jti IS NOT NULL",
         ),
     ),
+    Migration(
+        6,
+        "approvals of a delegated exchange bound to the parent credential",
+        # NULL: asked without a parent, as every request stored before this migration was
+        # (postgres_approvals matches and consumes a grant only under the same parent)
+        ("ALTER TABLE approvals ADD COLUMN parent_jti text",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

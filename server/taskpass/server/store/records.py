@@ -199,9 +199,10 @@ class ApprovalState(enum.StrEnum):
 class ApprovalRecord:
     """A request for approval, bound to one requester and one exact task, and its decision.
 
-    The binding (requester, task digest, audience, action, scopes, ttl, rules) is what the
-    approver saw; a grant is usable only for that. `expires_at` is when a pending request lapses,
-    and after an approval, when the unused grant lapses.
+    The binding (requester, task digest, audience, action, scopes, ttl, rules, and for a
+    delegated exchange the parent credential) is what the approver saw; a grant is usable only
+    for that. `expires_at` is when a pending request lapses, and after an approval, when the
+    unused grant lapses.
     """
 
     approval_id: str
@@ -229,6 +230,9 @@ class ApprovalRecord:
     decided_at: dt.datetime | None = None
     reason: str = ""
     consumed_at: dt.datetime | None = None
+    parent_jti: str | None = None
+    """The jti of the parent credential a delegated exchange asked under; None when the exchange
+    was not a delegation (and for every request stored before this was recorded)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", ApprovalState(self.state))
@@ -237,6 +241,17 @@ class ApprovalRecord:
     def effective_state(self, now: dt.datetime) -> ApprovalState:
         live = self.state in (ApprovalState.PENDING, ApprovalState.APPROVED)
         return ApprovalState.EXPIRED if live and now >= self.expires_at else self.state
+
+    def parent_mismatch(self, parent_jti: str | None) -> str:
+        """Why an exchange under `parent_jti` (None: no parent) may not use this approval, or
+        "" when it was asked under that same parent (or, like it, under none)."""
+        if parent_jti == self.parent_jti:
+            return ""
+        if self.parent_jti is None:
+            return "it was granted for an exchange without a parent credential, not a delegation"
+        if parent_jti is None:
+            return "it was granted for a delegation under a parent credential, not without one"
+        return "it was granted under another parent credential"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

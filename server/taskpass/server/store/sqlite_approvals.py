@@ -20,35 +20,38 @@ _INSERT = """
     INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
         digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
         approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
-        decided_at, reason, consumed_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        decided_at, reason, consumed_at, parent_jti)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _SELECT = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE approval_id = ?"""
 _LATEST = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE requester = ? AND digest = ?
     ORDER BY created_at DESC, rowid DESC LIMIT 1"""
-# What blocks a new request for the same task: a live one, or a denial (final for that task).
+# What blocks a new request for the same task: a live one asked under the same parent
+# credential (`IS`: NULL, no parent, matches only NULL), or a denial under any parent (final
+# for that task: a new parent credential does not reopen what an approver refused).
 _IN_FORCE = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE requester = ? AND digest = ?
-        AND (state = 'denied' OR (state IN ('pending', 'approved') AND expires_at > ?))
+        AND (state = 'denied'
+             OR (state IN ('pending', 'approved') AND expires_at > ? AND parent_jti IS ?))
     ORDER BY created_at DESC, rowid DESC LIMIT 1"""
 _PENDING = """
     SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at
+        reason, consumed_at, parent_jti
     FROM approvals WHERE state = 'pending' AND expires_at > ?
     ORDER BY created_at, rowid LIMIT ?"""
 _DECIDE = """
@@ -57,15 +60,15 @@ _DECIDE = """
     RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at"""
+        reason, consumed_at, parent_jti"""
 _CONSUME = """
     UPDATE approvals SET state = 'consumed', consumed_at = ?
     WHERE approval_id = ? AND state = 'approved' AND expires_at > ?
-        AND requester = ? AND digest = ?
+        AND requester = ? AND digest = ? AND parent_jti IS ?
     RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
         descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at"""
+        reason, consumed_at, parent_jti"""
 
 
 class _Reads(Protocol):
@@ -107,7 +110,7 @@ class SqliteApprovals:
         if approval.state is not ApprovalState.PENDING:
             raise ValueError("a new approval starts pending")
         row = codec.approval_to_row(approval)
-        key = (approval.requester, approval.digest, codec.to_db_time(now))
+        key = (approval.requester, approval.digest, codec.to_db_time(now), approval.parent_jti)
 
         def run(tx: WriteTx) -> tuple[ApprovalRecord, bool]:
             in_force = _one(tx, _IN_FORCE, key)
@@ -158,10 +161,17 @@ class SqliteApprovals:
         return await self._writer.submit(run)
 
     async def consume(
-        self, approval_id: str, *, requester: str, digest: str, at: dt.datetime, audit: AuditEntry
+        self,
+        approval_id: str,
+        *,
+        requester: str,
+        digest: str,
+        parent_jti: str | None,
+        at: dt.datetime,
+        audit: AuditEntry,
     ) -> ApprovalRecord:
         at_db = codec.to_db_time(at)
-        params = (at_db, approval_id, at_db, requester, digest)
+        params = (at_db, approval_id, at_db, requester, digest, parent_jti)
 
         def run(tx: WriteTx) -> ApprovalRecord:
             consumed = _one(tx, _CONSUME, params)
@@ -175,6 +185,11 @@ class SqliteApprovals:
                     raise PermissionDenied(
                         f"approval {approval_id} was granted for another task (digest differs):"
                         " ask for an approval of this task"
+                    )
+                if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
+                    raise PermissionDenied(
+                        f"approval {approval_id} does not cover this request: {mismatch}; "
+                        "ask for a new approval"
                     )
                 raise _why_not(stored, approval_id, at)
             tx.append_audit(audit)

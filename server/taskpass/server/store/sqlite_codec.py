@@ -181,6 +181,7 @@ def approval_to_row(a: ApprovalRecord) -> tuple[Any, ...]:
         None if a.decided_at is None else to_db_time(a.decided_at),
         a.reason,
         None if a.consumed_at is None else to_db_time(a.consumed_at),
+        a.parent_jti,
     )
 
 
@@ -209,4 +210,5 @@ def approval_from_row(row: Row) -> ApprovalRecord:
         decided_at=_optional_time(row[20]),
         reason=row[21],
         consumed_at=_optional_time(row[22]),
+        parent_jti=row[23],
     )

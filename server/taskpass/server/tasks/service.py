@@ -89,6 +89,11 @@ def _workload_audit(workload: Workload) -> dict[str, object]:
     }
 
 
+def _parent_jti(hop: Hop | None) -> str | None:
+    """What an approval of this exchange is bound to besides the task: the parent credential."""
+    return None if hop is None else hop.parent.jti
+
+
 def new_decision_id() -> str:
     return "dec_" + secrets.token_urlsafe(12)
 
@@ -185,7 +190,9 @@ class TaskService:
         approval = None
         if decision.outcome is Outcome.PENDING_APPROVAL and self._approvals is not None:
             await self._check_task_can_be_issued(workload, task)
-            approval = await self._approvals.request(workload, task, decision, decision_id)
+            approval = await self._approvals.request(
+                workload, task, decision, decision_id, parent_jti=_parent_jti(hop)
+            )
             decided["approval_id"] = approval.approval_id
         await self._store.audit.append(
             AuditEntry(kind="decision", actor=workload.id, at=now, payload=decided)
@@ -258,7 +265,7 @@ class TaskService:
                 matched_rules=regranted.matched_rules,
             )
         consumed, regranted = await self._approvals.consume(
-            approval, workload, task, regranted, decision_id
+            approval, workload, task, regranted, decision_id, parent_jti=_parent_jti(hop)
         )
         described = DescribedTask.of(task)
         decided = _decision_audit(decision_id, workload, described, regranted)
