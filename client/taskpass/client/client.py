@@ -232,11 +232,18 @@ class TaskpassClient:
         attributes: Mapping[str, str] | None = None,
         refresh_below: float = 0.25,
         wait_for_approval: dt.timedelta | None = None,
+        on_behalf_of: str | None = None,
+        scopes: Sequence[str] = (),
         clock: Clock | None = None,
     ) -> TaskHandle:
         """`async with client.task(...) as task:` exchange on entry, CompleteTask on exit (also
         when the body raises); `await task.credential()` re-exchanges near expiry. See
-        TaskHandle for `refresh_below` and `wait_for_approval`."""
+        TaskHandle for `refresh_below` and `wait_for_approval`.
+
+        A sub-agent passes its parent's token as `on_behalf_of` (and optionally `scopes`, at
+        most the parent's), as for `exchange`: the entry exchange and every refresh are then
+        delegations under that same parent token, and exit completes the sub-agent's own task
+        (the parent's credentials stay valid)."""
         descriptor = Task(
             task_id=task_id,
             audience=audience,
@@ -254,6 +261,8 @@ class TaskpassClient:
             descriptor,
             refresh_below=refresh_below,
             wait_for_approval=wait_for_approval,
+            on_behalf_of=on_behalf_of,
+            scopes=scopes,
             clock=clock,
         )
 

@@ -5,6 +5,10 @@ the same name (signatures included), so the two cannot drift apart.
     with SyncTaskpassClient.from_files("localhost:8443", ca=..., cert=..., key=...) as client:
         with client.task("t-42", audience="payments-api", action="read") as task:
             call_api(task.token)
+        # a sub-agent, under its parent's token (every refresh too), as TaskpassClient.task
+        with client.task("t-42", audience="payments-api", action="read",
+                         on_behalf_of=parent_token, scopes=["payments:read"]) as task:
+            call_api(task.token)
 
     verifier = SyncCredentialVerifier.from_jwks_url(url, issuer=..., audience="payments-api")
     credential = verifier.verify(token, peer_certificate=der)

@@ -10,6 +10,19 @@ task is completed (every credential of it revoked) when the block ends, also whe
 cancelled. A refresh is a new exchange of the same task descriptor, so policy decides again and
 the server caps the lifetime again (grant, caps, deadline, SVID expiry): nothing outlives what
 policy allows.
+
+A sub-agent runs its part of a parent agent's task the same way, under the parent's token:
+
+    async with client.task("t-42", audience="payments-api", action="read",
+                           on_behalf_of=parent_token, scopes=["payments:read"]) as task:
+        ...
+
+Every exchange of that handle, the entry one and each refresh, is a delegation under that same
+parent token (RFC 8693), so a refreshed credential is still the sub-agent's own, still within the
+parent's scopes and lifetime; once the parent credential has expired or been revoked, a refresh
+is refused (PermissionDenied) and the sub-agent's part ends with it. On exit the sub-agent's own
+task is completed: its credentials (and any it delegated further) are revoked, the parent's are
+not.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol
 
@@ -31,7 +45,12 @@ class TaskClient(Protocol):
     """What a task handle needs of the client."""
 
     async def exchange(
-        self, task: Task, *, wait_for_approval: dt.timedelta | None = None
+        self,
+        task: Task,
+        *,
+        wait_for_approval: dt.timedelta | None = None,
+        on_behalf_of: str | None = None,
+        scopes: Sequence[str] = (),
     ) -> TaskCredential: ...
 
     async def complete_task(self, task_id: str) -> tuple[str, ...]: ...
@@ -45,6 +64,9 @@ class TaskHandle:
     `wait_for_approval` lets the entry exchange wait that long for an approver when policy asks
     for one; a refresh never waits: an approval is single-use, so a task gated by approval
     raises ApprovalPending when its credential would need renewing.
+    `on_behalf_of` makes every exchange of the handle a delegation under that parent token, for
+    at most `scopes` of the parent's (all the policy allows when empty); `scopes` only narrow a
+    delegation, so they need `on_behalf_of`.
     """
 
     def __init__(
@@ -54,13 +76,18 @@ class TaskHandle:
         *,
         refresh_below: float = 0.25,
         wait_for_approval: dt.timedelta | None = None,
+        on_behalf_of: str | None = None,
+        scopes: Sequence[str] = (),
         complete_on_exit: bool = True,
         clock: Clock | None = None,
     ) -> None:
         if not 0.0 < refresh_below < 1.0:
             raise InvalidRequest("refresh_below: a fraction of the lifetime, between 0 and 1")
+        _check_delegation(on_behalf_of, scopes)
         self._client = client
         self._task = task
+        self._on_behalf_of = on_behalf_of
+        self._scopes = tuple(scopes)
         self._refresh_below = refresh_below
         self._wait_for_approval = wait_for_approval
         self._complete_on_exit = complete_on_exit
@@ -121,7 +148,10 @@ class TaskHandle:
         if self._current is not None:
             raise FailedPrecondition(f"task {self._task.task_id!r} has already started")
         self._current = await self._client.exchange(
-            self._task, wait_for_approval=self._wait_for_approval
+            self._task,
+            wait_for_approval=self._wait_for_approval,
+            on_behalf_of=self._on_behalf_of,
+            scopes=self._scopes,
         )
         return self._current
 
@@ -140,7 +170,10 @@ class TaskHandle:
             if self._current is not current:
                 return self.current  # refreshed by a concurrent caller while we waited
             try:
-                self._current = await self._client.exchange(self._task)
+                # the same parent every time: a refresh stays a delegation under it
+                self._current = await self._client.exchange(
+                    self._task, on_behalf_of=self._on_behalf_of, scopes=self._scopes
+                )
             except Unavailable as error:
                 if self._clock.now() >= current.expires_at:
                     raise
@@ -165,3 +198,24 @@ class TaskHandle:
         lifetime = credential.expires_at - credential.issued_at
         remaining = credential.expires_at - self._clock.now()
         return remaining <= max(lifetime, dt.timedelta(0)) * self._refresh_below
+
+
+def _check_delegation(on_behalf_of: str | None, scopes: Sequence[str]) -> None:
+    """Refuse before any call what the server would refuse, or silently misread."""
+    if on_behalf_of is not None and not on_behalf_of.strip():
+        # an unset variable must not turn a delegation into an exchange without a parent
+        raise InvalidRequest(
+            "on_behalf_of: the parent's token is empty; pass the token your parent agent "
+            "received, or leave on_behalf_of out for a task of your own",
+            details={"field": "on_behalf_of"},
+        )
+    if isinstance(scopes, str):
+        raise InvalidRequest(
+            f"scopes: a list of scopes, not one string (scopes=[{scopes!r}])",
+            details={"field": "scopes"},
+        )
+    if scopes and on_behalf_of is None:
+        raise InvalidRequest(
+            "scopes: narrow scopes only when delegating: pass the parent's token as on_behalf_of",
+            details={"field": "scopes"},
+        )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
 
 import pytest
 
@@ -31,12 +32,19 @@ class FakeTasks:
         self.complete_error: TaskpassClientError | None = None
         self.gate: asyncio.Event | None = None
         self.waits: list[dt.timedelta | None] = []
+        self.parents: list[tuple[str | None, tuple[str, ...]]] = []
 
     async def exchange(
-        self, task: Task, *, wait_for_approval: dt.timedelta | None = None
+        self,
+        task: Task,
+        *,
+        wait_for_approval: dt.timedelta | None = None,
+        on_behalf_of: str | None = None,
+        scopes: Sequence[str] = (),
     ) -> TaskCredential:
         self.exchanged.append(task)
         self.waits.append(wait_for_approval)
+        self.parents.append((on_behalf_of, tuple(scopes)))
         if self.gate is not None:
             await self.gate.wait()
         if self.exchange_error is not None:
@@ -232,3 +240,57 @@ async def test_only_the_entry_exchange_waits_for_an_approval(
         clock.advance(dt.timedelta(minutes=9))
         await task.credential()
     assert tasks.waits == [wait, None]
+
+
+async def test_a_sub_agents_entry_and_every_refresh_delegate_under_the_same_parent(
+    tasks: FakeTasks, clock: FixedClock
+) -> None:
+    async with handle(tasks, clock, on_behalf_of="parent-token", scopes=["payments:read"]) as task:
+        clock.advance(dt.timedelta(minutes=9))
+        await task.credential()
+        clock.advance(dt.timedelta(minutes=9))
+        await task.credential()
+
+    assert tasks.parents == [("parent-token", ("payments:read",))] * 3
+    assert tasks.exchanged == [TASK] * 3
+    assert tasks.completed == ["t-42"]
+
+
+async def test_a_task_of_its_own_never_delegates(tasks: FakeTasks, clock: FixedClock) -> None:
+    async with handle(tasks, clock) as task:
+        clock.advance(dt.timedelta(minutes=9))
+        await task.credential()
+
+    assert tasks.parents == [(None, ()), (None, ())]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param(
+            {"on_behalf_of": " "},
+            "on_behalf_of: the parent's token is empty; pass the token your parent agent "
+            "received, or leave on_behalf_of out for a task of your own",
+            id="empty-parent-token",
+        ),
+        pytest.param(
+            {"on_behalf_of": "parent-token", "scopes": "payments:read"},
+            "scopes: a list of scopes, not one string (scopes=['payments:read'])",
+            id="scopes-as-one-string",
+        ),
+        pytest.param(
+            {"scopes": ["payments:read"]},
+            "scopes: narrow scopes only when delegating: pass the parent's token as on_behalf_of",
+            id="scopes-without-parent",
+        ),
+    ],
+)
+def test_a_bad_delegation_is_refused_before_any_exchange(
+    tasks: FakeTasks, clock: FixedClock, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        handle(tasks, clock, **options)
+
+    assert refused.value.message == message
+    assert refused.value.field == message.split(":")[0]
+    assert tasks.exchanged == []
