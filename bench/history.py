@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
+import string
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,14 +26,17 @@ from taskpass.server.store.sqlite import _INSERT_CREDENTIAL, _INSERT_TASK
 from taskpass.server.store.sqlite_writer import _INSERT_AUDIT
 
 CHUNK = 50_000
+_FIRST = string.ascii_letters + string.digits
 REQUESTERS = 1000  # spread the history over many callers, as a real deployment would
 
 
 def _jtis(count: int) -> Iterator[str]:
-    """Like TokenIssuer's (token_urlsafe(16)), from one urandom call."""
-    raw = os.urandom(16 * count)
-    for i in range(0, len(raw), 16):
-        yield base64.urlsafe_b64encode(raw[i : i + 16]).rstrip(b"=").decode()
+    """Shaped like issuer.tokens.new_jti's (a letter or digit, then 16 random bytes in
+    base64url), from one urandom call: the same key length in the same B-tree."""
+    raw = os.urandom(17 * count)
+    for i in range(0, len(raw), 17):
+        first = _FIRST[raw[i] % len(_FIRST)]
+        yield first + base64.urlsafe_b64encode(raw[i + 1 : i + 17]).rstrip(b"=").decode()
 
 
 def _rows(

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from bench import history
+from taskpass.server.issuer.tokens import JTI_LENGTH
 from taskpass.server.store.audit_chain import verify_chain
 from taskpass.server.store.base import MAX_PAGE
 from taskpass.server.store.records import AuditEntry, CredentialRecord, TaskRecord
@@ -53,4 +54,5 @@ def test_history_jtis_are_distinct_and_shaped_like_issued_ones() -> None:
     jtis = list(history._jtis(1000))
 
     assert len(set(jtis)) == 1000
-    assert {len(j) for j in jtis} == {22}
+    assert {len(j) for j in jtis} == {JTI_LENGTH}
+    assert not [j for j in jtis if j[0] in "-_"]
