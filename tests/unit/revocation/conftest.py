@@ -33,7 +33,25 @@ FAST = HubSettings(
     snapshot_chunk=3,
 )
 
+WAIT = 10.0
+"""Seconds any one awaited step may take before the test fails. Each takes milliseconds: this is
+a bound against a hang, never waited out, so it is generous for a loaded two-core CI machine."""
+
 HubMaker = Callable[..., RevocationHub]
+
+
+class Stopwatch:
+    """The hub's monotonic seconds, which `stuck_grace` is measured in, moved only by the test:
+    a stream is cut because the test let its grace pass, never because the machine was slow."""
+
+    def __init__(self) -> None:
+        self._elapsed = dt.timedelta(0)  # a timedelta, so advancing by parts of a grace is exact
+
+    def __call__(self) -> float:
+        return self._elapsed.total_seconds()
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self._elapsed += delta
 
 
 def workload(spiffe_id: str = ADMIN) -> Workload:
@@ -70,12 +88,21 @@ def signer(ring: KeyRing, clock: FixedClock) -> EventSigner:
 
 
 @pytest.fixture
-async def make_hub(store: SqliteStore, clock: FixedClock) -> AsyncIterator[HubMaker]:
-    """Started hubs whose loops run until the test ends."""
+def stopwatch() -> Stopwatch:
+    return Stopwatch()
+
+
+@pytest.fixture
+async def make_hub(
+    store: SqliteStore, clock: FixedClock, stopwatch: Stopwatch
+) -> AsyncIterator[HubMaker]:
+    """Started hubs whose loops run until the test ends; their stuck grace runs on `stopwatch`."""
     loops: list[asyncio.Task[None]] = []
 
     def make(settings: HubSettings = FAST, *, running: bool = True) -> RevocationHub:
-        hub = RevocationHub(log=store.revocations, clock=clock, settings=settings)
+        hub = RevocationHub(
+            log=store.revocations, clock=clock, settings=settings, monotonic=stopwatch
+        )
         if running:
             loops.append(asyncio.create_task(hub.run()))
         return hub

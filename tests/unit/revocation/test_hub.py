@@ -26,7 +26,7 @@ from taskpass.server.store.records import RevocationEvent, RevocationSnapshot
 from taskpass.server.store.sqlite import SqliteStore
 from tests.unit.store.builders import T0, credential_revocation, entry, issue
 
-from .conftest import FAST, HubMaker
+from .conftest import FAST, WAIT, HubMaker, Stopwatch
 
 Stream = AsyncIterator[StreamItem]
 LONG = dt.timedelta(minutes=10)
@@ -53,7 +53,7 @@ async def commit_many(store: SqliteStore, hub: RevocationHub, count: int, start:
 
 
 async def next_item(stream: Stream) -> StreamItem:
-    return await asyncio.wait_for(anext(stream), timeout=2.0)
+    return await asyncio.wait_for(anext(stream), WAIT)
 
 
 async def until_heartbeat(stream: Stream) -> tuple[list[StreamItem], Heartbeat]:
@@ -72,6 +72,20 @@ async def collect(stream: Stream, *, upto: int) -> list[StreamItem]:
     while not seqs(got) or seqs(got)[-1] < upto:
         got.append(await next_item(stream))
     return got
+
+
+async def commit_in_step(
+    store: SqliteStore, hub: RevocationHub, reader: Stream, count: int
+) -> list[int]:
+    """Commit `count` events into an empty log one at a time, `reader` reading each before the
+    next: it keeps up however slow the machine is (were several commits read in one batch, a
+    reader could overflow too). Returns the seqs it read."""
+    read: list[int] = []
+    for n in range(1, count + 1):
+        await commit(store, f"jti-{n}")
+        hub.notify()
+        read += seqs(await collect(reader, upto=n))
+    return read
 
 
 def seqs(items: list[StreamItem]) -> list[int]:
@@ -227,11 +241,11 @@ async def test_a_subscriber_that_never_reads_ends_with_its_resume_seq_holding_up
     await until_heartbeat(reader)
 
     last = FAST.queue_size + 4
-    reading = asyncio.create_task(collect(reader, upto=last))
-    await commit_many(store, hub, last)  # the revoker is never blocked
-    assert seqs(await asyncio.wait_for(reading, 2)) == list(range(1, last + 1))
+    read = await commit_in_step(store, hub, reader, last)  # the revoker is never blocked
+    assert read == list(range(1, last + 1))
 
-    # the stuck one reads at last: what its queue held, then where to resume
+    # the stuck one reads at last (however long that took: its grace never passes here, the
+    # stopwatch stands still): what its queue held, then where to resume
     held: list[StreamItem] = []
     while not isinstance(held[-1:] and held[-1], EndOfStream):
         held.append(await next_item(stuck))
@@ -248,7 +262,7 @@ async def test_a_subscriber_that_never_reads_ends_with_its_resume_seq_holding_up
 
 
 async def test_a_stream_that_does_not_even_read_its_end_is_cut_after_the_grace(
-    store: SqliteStore, hub: RevocationHub
+    store: SqliteStore, hub: RevocationHub, stopwatch: Stopwatch
 ) -> None:
     blocked = asyncio.Event()
 
@@ -259,12 +273,21 @@ async def test_a_stream_that_does_not_even_read_its_end_is_cut_after_the_grace(
                 await asyncio.Event().wait()  # a client that stopped reading
 
     consumer = asyncio.create_task(consume())
-    await asyncio.wait_for(blocked.wait(), 2)
-    await commit_many(store, hub, FAST.queue_size + 1)
+    witness = hub.watch(None)  # reads everything; its heartbeats show the hub's reap passes
+    await until_heartbeat(witness)
+    await asyncio.wait_for(blocked.wait(), WAIT)
+    # seq queue_size + 1 reached the witness: it was offered to both, so the blocked one ended
+    await commit_in_step(store, hub, witness, FAST.queue_size + 1)
 
+    stopwatch.advance(FAST.stuck_grace - dt.timedelta(milliseconds=1))
+    await until_heartbeat(witness)
+    await until_heartbeat(witness)  # beaten (and reaped) after the advance
+    assert not consumer.done()  # still within its grace
+
+    stopwatch.advance(dt.timedelta(milliseconds=1))
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(consumer, 2)
-    assert hub.subscribers == 0
+        await asyncio.wait_for(consumer, WAIT)
+    assert hub.subscribers == 1  # the witness
 
 
 async def test_stopping_the_hub_ends_every_stream_with_its_resume_seq(

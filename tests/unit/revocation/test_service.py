@@ -16,21 +16,21 @@ from taskpass.server.store.records import BanRecord, RevocationEvent, Revocation
 from taskpass.server.store.sqlite import SqliteStore
 from tests.unit.store.builders import AGENT, OTHER_AGENT, T0, entry, issue
 
-from .conftest import ADMIN, workload
+from .conftest import ADMIN, WAIT, workload
 
 AGENTS = "spiffe://example.org/agents"
 
 
 async def next_event(stream: AsyncIterator[StreamItem]) -> RevocationEvent:
     while True:
-        item = await asyncio.wait_for(anext(stream), 2)
+        item = await asyncio.wait_for(anext(stream), WAIT)
         if isinstance(item, RevocationEvent):
             return item
 
 
 async def caught_up(hub: RevocationHub) -> AsyncIterator[StreamItem]:
     stream = hub.watch(None)
-    while not isinstance(await asyncio.wait_for(anext(stream), 2), Heartbeat):
+    while not isinstance(await asyncio.wait_for(anext(stream), WAIT), Heartbeat):
         pass
     return stream
 
@@ -216,7 +216,7 @@ async def test_bans_made_elsewhere_arrive_with_the_refresh(
     try:
         elsewhere = BanRecord(pattern=AGENT, banned_at=T0, banned_by="other", reason="")
         await store.bans.ban(ban=elsewhere, audit=entry("ban"), event=None)
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(WAIT):
             while service.bans.banned(AGENT) is None:
                 await asyncio.sleep(0.005)
     finally:

@@ -85,10 +85,20 @@ STOPPING = "the server is stopping; resume after the given seq"
 class Subscription:
     """One stream's bounded queue. The hub side (`offer`, `beat`, `end`) never blocks."""
 
-    __slots__ = ("_capacity", "_items", "_wake", "ended", "ended_at", "heartbeat_due", "owner")
+    __slots__ = (
+        "_capacity",
+        "_items",
+        "_monotonic",
+        "_wake",
+        "ended",
+        "ended_at",
+        "heartbeat_due",
+        "owner",
+    )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, monotonic: Callable[[], float]) -> None:
         self._capacity = capacity
+        self._monotonic = monotonic
         self._items: collections.deque[RevocationEvent] = collections.deque()
         self._wake = asyncio.Event()
         self.ended: str | None = None
@@ -114,7 +124,7 @@ class Subscription:
     def end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
-            self.ended_at = asyncio.get_running_loop().time()
+            self.ended_at = self._monotonic()
             self._wake.set()
 
     @property
@@ -139,10 +149,14 @@ class RevocationHub:
         clock: Clock,
         settings: HubSettings,
         observe_fan_out: Callable[[float], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`observe_fan_out(seconds)`: from a notify() to the events it announced being queued
-        to every subscriber (the fan-out latency metric)."""
+        to every subscriber (the fan-out latency metric). `monotonic`: the seconds `stuck_grace`
+        is measured in (a test passes one it moves, so a busy machine cannot cut a stream early
+        or late)."""
         self._log = log
+        self._monotonic = monotonic
         self._clock = clock
         self._settings = settings
         self._observe = observe_fan_out
@@ -197,7 +211,7 @@ class RevocationHub:
                     self._observe(time.perf_counter() - notified)
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + heartbeat
-                    self._beat_and_reap(loop.time())
+                    self._beat_and_reap(self._monotonic())
         finally:
             self.close(STOPPING)
 
@@ -260,7 +274,7 @@ class RevocationHub:
         async for event in self._replay(cursor):
             yield event
             cursor = event.seq
-        sub = Subscription(self._settings.queue_size)
+        sub = Subscription(self._settings.queue_size, self._monotonic)
         self._subscribers.add(sub)
         if self._closed is not None:
             sub.end(self._closed)
