@@ -6,6 +6,7 @@ JSON text (see postgres_schema).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -13,15 +14,28 @@ from typing import Any
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.records import (
     ApprovalRecord,
+    ApprovalState,
     AuditRecord,
     BanRecord,
     CredentialRecord,
     RevocationEvent,
     RevocationKind,
     TaskRecord,
+    utc,
 )
+from taskpass.server.store.row_guard import Column, positive, reads
 
 Row = Sequence[Any]
+
+
+# Out-of-range timestamps fail in the driver (see row_guard.timestamp_out_of_range), except
+# +-infinity, which asyncpg decodes as a naive datetime.max / min: not a time a record can hold.
+def timestamp(value: dt.datetime) -> dt.datetime:
+    return utc(value, "timestamp")
+
+
+def _optional_time(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else timestamp(value)
 
 
 def task_to_row(task: TaskRecord) -> tuple[Any, ...]:
@@ -35,6 +49,12 @@ def task_to_row(task: TaskRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "tasks",
+    Column(3, "descriptor", json.loads),
+    Column(4, "created_at", timestamp),
+    Column(5, "completed_at", _optional_time),
+)
 def task_from_row(row: Row) -> TaskRecord:
     return TaskRecord(
         requester=row[0],
@@ -66,6 +86,12 @@ def credential_to_row(credential: CredentialRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "credentials",
+    Column(5, "issued_at", timestamp),
+    Column(6, "expires_at", timestamp),
+    Column(12, "revoked_at", _optional_time),
+)
 def credential_from_row(row: Row) -> CredentialRecord:
     return CredentialRecord(
         jti=row[0],
@@ -97,9 +123,15 @@ def audit_to_row(record: AuditRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "audit",
+    Column(0, "seq", positive),
+    Column(3, "at", timestamp),
+    Column(4, "payload", json.loads),
+)
 def audit_from_row(row: Row) -> AuditRecord:
     return AuditRecord(
-        seq=row[0],
+        seq=positive(row[0]),
         kind=row[1],
         actor=row[2],
         at=row[3],
@@ -123,9 +155,16 @@ def event_to_row(event: RevocationEvent) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "revocation_events",
+    Column(0, "seq", positive),
+    Column(1, "kind", RevocationKind),
+    Column(5, "expires_at", timestamp),
+    Column(6, "at", timestamp),
+)
 def event_from_row(row: Row) -> RevocationEvent:
     return RevocationEvent(
-        seq=row[0],
+        seq=positive(row[0]),
         kind=RevocationKind(row[1]),
         subject=row[2],
         task_id=row[3],
@@ -166,6 +205,16 @@ def approval_to_row(a: ApprovalRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "approvals",
+    Column(6, "descriptor", json.loads),
+    Column(11, "ttl_seconds", positive),
+    Column(16, "state", ApprovalState),
+    Column(17, "created_at", timestamp),
+    Column(18, "expires_at", timestamp),
+    Column(20, "decided_at", _optional_time),
+    Column(22, "consumed_at", _optional_time),
+)
 def approval_from_row(row: Row) -> ApprovalRecord:
     return ApprovalRecord(
         approval_id=row[0],
@@ -179,7 +228,7 @@ def approval_from_row(row: Row) -> ApprovalRecord:
         action=row[8],
         sensitivity=row[9],
         scopes=tuple(row[10]),
-        ttl_seconds=row[11],
+        ttl_seconds=positive(row[11]),
         rules=tuple(row[12]),
         approver_groups=tuple(row[13]),
         policy_version=row[14],
@@ -195,5 +244,6 @@ def approval_from_row(row: Row) -> ApprovalRecord:
     )
 
 
+@reads("bans", Column(1, "banned_at", timestamp))
 def ban_from_row(row: Row) -> BanRecord:
     return BanRecord(pattern=row[0], banned_at=row[1], banned_by=row[2], reason=row[3])

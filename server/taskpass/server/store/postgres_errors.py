@@ -11,6 +11,7 @@ import asyncio
 import asyncpg
 
 from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, TaskpassError, Unavailable
+from taskpass.server.store.row_guard import timestamp_out_of_range
 
 # What is wrong with the deployment rather than with one request: at startup these are
 # ConfigErrors; while serving, Unavailable (a caller can do nothing about them but wait).
@@ -81,6 +82,11 @@ def store_error(exc: BaseException, *, write: bool) -> BaseException:
             InvalidRequest("value", "cannot be stored (a NUL character or a value out of range)"),
             exc,
         )
+    if isinstance(exc, OverflowError):
+        # The driver decoding a row a write operation read (RETURNING, SELECT ... FOR UPDATE):
+        # the operations compute no dates of their own (reads: see PgReader, which names the
+        # table).
+        return _chained(timestamp_out_of_range(None), exc)
     for kind, message in _DEPLOYMENT_ERRORS:
         if isinstance(exc, kind):
             return _chained(Unavailable(f"store unavailable: {message}"), exc)

@@ -13,11 +13,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.postgres_notify import KEYS_TOPIC
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import AuditEntry, PublishedKey
+from taskpass.server.store.row_guard import Column, reads
 from taskpass.server.store.sqlite_keys import different_key, oldest_first
 
 # Column order follows key_to_row / key_from_row.
@@ -43,6 +45,12 @@ def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
     return (key.kid, canonical_json(key.jwk), key.published_by, key.published_at, key.publish_until)
 
 
+@reads(
+    "published_keys",
+    Column(1, "jwk", json.loads),
+    Column(3, "published_at", codec.timestamp),
+    Column(4, "publish_until", codec.timestamp),
+)
 def key_from_row(row: Any) -> PublishedKey:
     return PublishedKey(
         kid=row[0],

@@ -6,6 +6,7 @@ from typing import Any
 
 from taskpass.server.errors import Unavailable
 from taskpass.server.store.postgres_errors import DISCONNECTED, store_error
+from taskpass.server.store.row_guard import timestamp_out_of_range
 
 
 class PgReader:
@@ -27,6 +28,8 @@ class PgReader:
                 if attempt == 2:
                     raise store_error(exc, write=False) from exc
                 await pool.expire_connections()
+            except OverflowError as exc:  # decoding a timestamp PostgreSQL holds, Python cannot
+                raise timestamp_out_of_range(sql) from exc
             except Exception as exc:
                 error = store_error(exc, write=False)
                 if error is exc:

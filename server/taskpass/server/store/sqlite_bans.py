@@ -21,6 +21,7 @@ from taskpass.server.store.records import (
     NewRevocation,
     RevocationEvent,
 )
+from taskpass.server.store.row_guard import Column, reads
 from taskpass.server.store.sqlite_cascade import revoke_descendants
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
@@ -59,6 +60,7 @@ def parse_pattern(pattern: str) -> WorkloadPattern:
     return parsed
 
 
+@reads("bans", Column(1, "banned_at", codec.from_db_time))
 def _ban_from_row(row: codec.Row) -> BanRecord:
     return BanRecord(
         pattern=row[0], banned_at=codec.from_db_time(row[1]), banned_by=row[2], reason=row[3]

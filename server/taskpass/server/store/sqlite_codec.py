@@ -10,6 +10,7 @@ from typing import Any
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.records import (
     ApprovalRecord,
+    ApprovalState,
     AuditRecord,
     CredentialRecord,
     RevocationEvent,
@@ -17,6 +18,7 @@ from taskpass.server.store.records import (
     TaskRecord,
     utc,
 )
+from taskpass.server.store.row_guard import Column, positive, reads
 
 Row = Sequence[Any]
 
@@ -39,6 +41,10 @@ def _optional_time(value: int | None) -> dt.datetime | None:
     return None if value is None else from_db_time(value)
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(json.loads(value))
+
+
 def task_to_row(task: TaskRecord) -> tuple[Any, ...]:
     return (
         task.requester,
@@ -50,6 +56,12 @@ def task_to_row(task: TaskRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "tasks",
+    Column(3, "descriptor", json.loads),
+    Column(4, "created_at", from_db_time),
+    Column(5, "completed_at", _optional_time),
+)
 def task_from_row(row: Row) -> TaskRecord:
     return TaskRecord(
         requester=row[0],
@@ -81,6 +93,13 @@ def credential_to_row(credential: CredentialRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "credentials",
+    Column(4, "scopes", _names),
+    Column(5, "issued_at", from_db_time),
+    Column(6, "expires_at", from_db_time),
+    Column(12, "revoked_at", _optional_time),
+)
 def credential_from_row(row: Row) -> CredentialRecord:
     return CredentialRecord(
         jti=row[0],
@@ -112,9 +131,15 @@ def audit_to_row(record: AuditRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "audit",
+    Column(0, "seq", positive),
+    Column(3, "at", from_db_time),
+    Column(4, "payload", json.loads),
+)
 def audit_from_row(row: Row) -> AuditRecord:
     return AuditRecord(
-        seq=row[0],
+        seq=positive(row[0]),
         kind=row[1],
         actor=row[2],
         at=from_db_time(row[3]),
@@ -138,9 +163,16 @@ def event_to_row(event: RevocationEvent) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "revocation_events",
+    Column(0, "seq", positive),
+    Column(1, "kind", RevocationKind),
+    Column(5, "expires_at", from_db_time),
+    Column(6, "at", from_db_time),
+)
 def event_from_row(row: Row) -> RevocationEvent:
     return RevocationEvent(
-        seq=row[0],
+        seq=positive(row[0]),
         kind=RevocationKind(row[1]),
         subject=row[2],
         task_id=row[3],
@@ -185,6 +217,19 @@ def approval_to_row(a: ApprovalRecord) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "approvals",
+    Column(6, "descriptor", json.loads),
+    Column(10, "scopes", _names),
+    Column(11, "ttl_seconds", positive),
+    Column(12, "rules", _names),
+    Column(13, "approver_groups", _names),
+    Column(16, "state", ApprovalState),
+    Column(17, "created_at", from_db_time),
+    Column(18, "expires_at", from_db_time),
+    Column(20, "decided_at", _optional_time),
+    Column(22, "consumed_at", _optional_time),
+)
 def approval_from_row(row: Row) -> ApprovalRecord:
     return ApprovalRecord(
         approval_id=row[0],
@@ -198,7 +243,7 @@ def approval_from_row(row: Row) -> ApprovalRecord:
         action=row[8],
         sensitivity=row[9],
         scopes=tuple(json.loads(row[10])),
-        ttl_seconds=row[11],
+        ttl_seconds=positive(row[11]),
         rules=tuple(json.loads(row[12])),
         approver_groups=tuple(json.loads(row[13])),
         policy_version=row[14],

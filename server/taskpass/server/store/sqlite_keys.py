@@ -17,6 +17,7 @@ from taskpass.server.errors import Conflict
 from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.records import AuditEntry, PublishedKey
+from taskpass.server.store.row_guard import Column, reads
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
 # Column order follows key_to_row / key_from_row.
@@ -52,6 +53,12 @@ def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
     )
 
 
+@reads(
+    "published_keys",
+    Column(1, "jwk", json.loads),
+    Column(3, "published_at", codec.from_db_time),
+    Column(4, "publish_until", codec.from_db_time),
+)
 def key_from_row(row: codec.Row) -> PublishedKey:
     return PublishedKey(
         kid=row[0],
