@@ -10,7 +10,10 @@ from taskpass.client import TaskCredential, TaskpassClient
 from taskpass.client.watcher import Revocation, RevocationWatcher
 from tests.integration.harness import BILLING_BOT, ISSUER, SIDECAR, Harness
 
-WAIT = 5.0  # seconds any single expected thing may take; the tests never sleep
+WAIT = 15.0
+"""Seconds any single expected thing may take; the tests never sleep. Only a bound, never waited
+out: the server, its clients and, for the CLI tests, a fresh `taskpass` process share a small and
+possibly busy CI machine (the CLI alone took over 2 s under load)."""
 
 
 class Follower:
