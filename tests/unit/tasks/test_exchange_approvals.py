@@ -165,17 +165,26 @@ async def test_an_approval_of_one_task_does_not_serve_another(world: World) -> N
     assert other != approval_id
 
 
+WAIT = 10.0
+"""A bound on what a test awaits, generous for a loaded CI machine; it passes in milliseconds."""
+
+
+async def _until_waiting(world: World) -> None:
+    """Until the exchange waits on its approval (so the approver's decision is not early)."""
+    while world.approvals.signals.waiting == 0:
+        await asyncio.sleep(0)
+
+
 async def test_a_waiting_exchange_completes_when_the_approver_approves(world: World) -> None:
     exchange = asyncio.create_task(
         world.tasks.exchange(workload(), WRITE, wait_for_approval=dt.timedelta(minutes=5))
     )
-    while world.approvals.signals.waiting == 0:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(_until_waiting(world), WAIT)
     [request] = await world.approvals.list_pending(workload(ALICE))
 
     await world.approvals.approve(workload(ALICE), request.approval_id)
 
-    done = await asyncio.wait_for(exchange, 2)
+    done = await asyncio.wait_for(exchange, WAIT)
     assert done.approval_id == request.approval_id
 
 
@@ -183,14 +192,13 @@ async def test_a_waiting_exchange_ends_with_the_denial(world: World) -> None:
     exchange = asyncio.create_task(
         world.tasks.exchange(workload(), WRITE, wait_for_approval=dt.timedelta(minutes=5))
     )
-    while world.approvals.signals.waiting == 0:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(_until_waiting(world), WAIT)
     [request] = await world.approvals.list_pending(workload(ALICE))
 
     await world.approvals.deny(workload(ALICE), request.approval_id, reason="change freeze")
 
     with pytest.raises(PermissionDenied, match="change freeze") as info:
-        await asyncio.wait_for(exchange, 2)
+        await asyncio.wait_for(exchange, WAIT)
     assert info.value.details["approval_id"] == request.approval_id
 
 
