@@ -455,7 +455,7 @@ async def _store_before_parents(dsn: str, approval: ApprovalRecord) -> None:
                 for statement in migration.statements:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version VALUES (?, 'then')", (migration.version,))
-            row = sqlite_codec.approval_to_row(approval)[:23]
+            row = sqlite_codec.codec.approval_to_row(approval)[:23]
             conn.execute(_SQLITE_INSERT_BEFORE_PARENTS, row)
         finally:
             conn.close()
@@ -471,7 +471,7 @@ async def _store_before_parents(dsn: str, approval: ApprovalRecord) -> None:
             await pg.execute(
                 "INSERT INTO schema_version (version) VALUES ($1)", pg_migration.version
             )
-        row = postgres_codec.approval_to_row(approval)[:23]
+        row = postgres_codec.codec.approval_to_row(approval)[:23]
         await pg.execute(_PG_INSERT_BEFORE_PARENTS, *row)
 
 

@@ -25,15 +25,14 @@ from typing import Any
 import asyncpg
 
 from taskpass.server.errors import ConfigError, Conflict
-from taskpass.server.store import postgres_codec as pg
-from taskpass.server.store import postgres_keys, sqlite_keys, sqlite_schema
-from taskpass.server.store import sqlite_codec as sq
+from taskpass.server.store import row_codec, sqlite_schema
 from taskpass.server.store.audit_chain import GENESIS_HASH, VerifyResult, verify_chain
 from taskpass.server.store.postgres import PostgresStore
+from taskpass.server.store.postgres_codec import codec as pg
 from taskpass.server.store.postgres_errors import DRIVER_ERRORS, startup_error
 from taskpass.server.store.postgres_schema import SCHEMA_KEY
 from taskpass.server.store.postgres_writer import WRITE_LOCK
-from taskpass.server.store.records import BanRecord
+from taskpass.server.store.sqlite_codec import codec as sq
 
 PAGE = 1000
 _AUDIT_PAGE = """
@@ -41,104 +40,48 @@ _AUDIT_PAGE = """
     FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"""
 
 
-def _ban(row: sq.Row) -> tuple[Any, ...]:
-    ban = BanRecord(
-        pattern=row[0], banned_at=sq.from_db_time(row[1]), banned_by=row[2], reason=row[3]
-    )
-    return (ban.pattern, ban.banned_at, ban.banned_by, ban.reason)
-
-
 @dataclass(frozen=True, slots=True)
 class _Table:
-    name: str
-    columns: tuple[str, ...]
+    table: row_codec.Table[Any]
+    """Its name and columns: the SQLite codec's rows, in the order the PostgreSQL codec's are."""
     order: str
     """SQLite ORDER BY: rows go in their original order (approvals' tie-break depends on it)."""
-    convert: Callable[[sq.Row], tuple[Any, ...]]
-    """A SQLite row (its codec's column order) to a PostgreSQL row (its codec's)."""
+    convert: Callable[[row_codec.Row], tuple[Any, ...]]
+    """A SQLite row to a PostgreSQL row."""
 
+    @property
+    def name(self) -> str:
+        return self.table.name
 
-_CREDENTIAL_COLUMNS = (
-    "jti",
-    "requester",
-    "task_id",
-    "audience",
-    "scopes",
-    "issued_at",
-    "expires_at",
-    "policy_version",
-    "kid",
-    "cert_thumbprint",
-    "approval_id",
-    "parent_jti",
-    "revoked_at",
-    "revoke_reason",
-)
-_APPROVAL_COLUMNS = (
-    "approval_id",
-    "requester",
-    "requester_method",
-    "cert_thumbprint",
-    "task_id",
-    "digest",
-    "descriptor",
-    "audience",
-    "action",
-    "sensitivity",
-    "scopes",
-    "ttl_seconds",
-    "rules",
-    "approver_groups",
-    "policy_version",
-    "decision_id",
-    "state",
-    "created_at",
-    "expires_at",
-    "decided_by",
-    "decided_at",
-    "reason",
-    "consumed_at",
-    "parent_jti",
-)
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.table.names
+
 
 # Tasks before the credentials that reference them; the rest in any order.
 TABLES: tuple[_Table, ...] = (
     _Table(
-        "tasks",
-        ("requester", "task_id", "digest", "descriptor", "created_at", "completed_at"),
+        row_codec.TASKS,
         "created_at, requester, task_id",
         lambda row: pg.task_to_row(sq.task_from_row(row)),
     ),
     _Table(
-        "credentials",
-        _CREDENTIAL_COLUMNS,
+        row_codec.CREDENTIALS,
         "rowid",
         lambda row: pg.credential_to_row(sq.credential_from_row(row)),
     ),
+    _Table(row_codec.EVENTS, "seq", lambda row: pg.event_to_row(sq.event_from_row(row))),
+    _Table(row_codec.AUDIT, "seq", lambda row: pg.audit_to_row(sq.audit_from_row(row))),
     _Table(
-        "revocation_events",
-        ("seq", "kind", "subject", "task_id", "jti", "expires_at", "at", "set_token", "reason"),
-        "seq",
-        lambda row: pg.event_to_row(sq.event_from_row(row)),
-    ),
-    _Table(
-        "audit",
-        ("seq", "kind", "actor", "at", "payload", "prev_hash", "hash"),
-        "seq",
-        lambda row: pg.audit_to_row(sq.audit_from_row(row)),
-    ),
-    _Table(
-        "approvals",
-        _APPROVAL_COLUMNS,
+        row_codec.APPROVALS,
         "rowid",
         lambda row: pg.approval_to_row(sq.approval_from_row(row)),
     ),
-    _Table("bans", ("pattern", "banned_at", "banned_by", "reason"), "banned_at, pattern", _ban),
+    _Table(row_codec.BANS, "banned_at, pattern", lambda row: pg.ban_to_row(sq.ban_from_row(row))),
     _Table(
-        "published_keys",
-        ("kid", "jwk", "published_by", "published_at", "publish_until"),
+        row_codec.PUBLISHED_KEYS,
         "published_at, kid",
-        lambda row: postgres_keys.key_to_row(sqlite_keys.key_from_row(row)),
+        lambda row: pg.key_to_row(sq.key_from_row(row)),
     ),
 )
 

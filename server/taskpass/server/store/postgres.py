@@ -21,13 +21,13 @@ from typing import Any, Self
 import asyncpg
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store import postgres_notify, postgres_schema
 from taskpass.server.store.base import MAX_PAGE, StoreChange
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.postgres_approvals import PostgresApprovals
 from taskpass.server.store.postgres_bans import PostgresBans
 from taskpass.server.store.postgres_cascade import check_parent, revoke_descendants
+from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_errors import (
     DISCONNECTED,
     DRIVER_ERRORS,
@@ -58,7 +58,7 @@ from taskpass.server.store.records import (
 )
 from taskpass.server.store.sqlite_writer import BatchObserver, WriterStats
 
-# Column lists follow the row order of postgres_codec's *_to_row / *_from_row functions.
+# Column lists follow the order of row_codec's tables (TASKS, CREDENTIALS, EVENTS, AUDIT).
 _INSERT_TASK = """
     INSERT INTO tasks (requester, task_id, digest, descriptor, created_at, completed_at)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (requester, task_id) DO NOTHING"""

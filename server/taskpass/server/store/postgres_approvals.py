@@ -12,14 +12,14 @@ from __future__ import annotations
 import datetime as dt
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import approval_topic
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
 
-# Column lists follow the row order of postgres_codec.approval_to_row / approval_from_row.
+# Column lists follow the order of row_codec.APPROVALS.
 _INSERT = """
     INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
         digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,

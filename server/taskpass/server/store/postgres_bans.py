@@ -13,9 +13,9 @@ import datetime as dt
 
 from taskpass.server.errors import Conflict, NotFound
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
-from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.postgres_cascade import revoke_descendants
+from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import (

@@ -12,8 +12,8 @@ import datetime as dt
 from collections.abc import Sequence
 
 from taskpass.server.errors import PermissionDenied
-from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store.cascade import descendant_reason, parents_first
+from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_writer import PgWriteTx
 from taskpass.server.store.records import CredentialRecord
 

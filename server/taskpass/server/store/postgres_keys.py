@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from collections.abc import Callable
-from typing import Any
 
-from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import KEYS_TOPIC
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import AuditEntry, PublishedKey
-from taskpass.server.store.row_guard import Column, reads
 from taskpass.server.store.sqlite_keys import different_key, oldest_first
 
-# Column order follows key_to_row / key_from_row.
+# Column order follows row_codec.PUBLISHED_KEYS.
 _SELECT = """
     SELECT kid, jwk, published_by, published_at, publish_until
     FROM published_keys WHERE kid = $1 FOR UPDATE"""
@@ -41,33 +38,13 @@ _REMOVE_ENDED = f"""
     RETURNING kid, jwk, published_by, published_at, publish_until"""  # noqa: S608 - constants
 
 
-def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
-    return (key.kid, canonical_json(key.jwk), key.published_by, key.published_at, key.publish_until)
-
-
-@reads(
-    "published_keys",
-    Column(1, "jwk", json.loads),
-    Column(3, "published_at", codec.timestamp),
-    Column(4, "publish_until", codec.timestamp),
-)
-def key_from_row(row: Any) -> PublishedKey:
-    return PublishedKey(
-        kid=row[0],
-        jwk=json.loads(row[1]),
-        published_by=row[2],
-        published_at=row[3],
-        publish_until=row[4],
-    )
-
-
 class PostgresKeys:
     def __init__(self, writer: PgBatchWriter, reader: PgReader) -> None:
         self._writer = writer
         self._reader = reader
 
     async def publish(self, key: PublishedKey, *, audit: AuditEntry) -> PublishedKey:
-        row = key_to_row(key)
+        row = codec.key_to_row(key)
 
         async def run(tx: PgWriteTx) -> PublishedKey:
             found = await tx.conn.fetchrow(_SELECT, key.kid)
@@ -76,7 +53,7 @@ class PostgresKeys:
                 await tx.append_audit(audit)
                 tx.announce(KEYS_TOPIC)
                 return key
-            stored = key_from_row(found)
+            stored = codec.key_from_row(found)
             if canonical_json(stored.jwk) != row[1]:
                 raise different_key(key.kid)
             if key.publish_until <= stored.publish_until:
@@ -90,7 +67,7 @@ class PostgresKeys:
         return await self._writer.submit(run)
 
     async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
-        return [key_from_row(row) for row in await self._reader.fetch(_LIVE, now)]
+        return [codec.key_from_row(row) for row in await self._reader.fetch(_LIVE, now)]
 
     async def remove_ended(
         self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
@@ -98,7 +75,7 @@ class PostgresKeys:
         # Not announced: what list_published returns does not change, so no replica need re-read.
         async def run(tx: PgWriteTx) -> list[PublishedKey]:
             rows = await tx.conn.fetch(_REMOVE_ENDED, now)
-            removed = oldest_first(key_from_row(row) for row in rows)
+            removed = oldest_first(codec.key_from_row(row) for row in rows)
             for key in removed:
                 await tx.append_audit(audit(key))
             return removed

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from taskpass.server.errors import TaskpassError, Unavailable
-from taskpass.server.store import postgres_codec as codec
 from taskpass.server.store import postgres_notify
 from taskpass.server.store.audit_chain import GENESIS_HASH, chain_hash
+from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_errors import DISCONNECTED, store_error
 from taskpass.server.store.postgres_schema import SCHEMA_KEY
 from taskpass.server.store.records import (
@@ -59,7 +59,7 @@ _HEADS = """
            (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1),
            (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)"""
 _NOTIFY = "SELECT pg_notify($1, $2)"
-# Column order follows postgres_codec.audit_to_row / event_to_row.
+# Column order follows row_codec.AUDIT / EVENTS.
 _INSERT_AUDIT = """
     INSERT INTO audit (seq, kind, actor, at, payload, prev_hash, hash)
     VALUES ($1, $2, $3, $4, $5, $6, $7)"""

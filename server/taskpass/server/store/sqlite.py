@@ -18,7 +18,6 @@ from typing import Any, Self
 import aiosqlite
 
 from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
-from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store import sqlite_schema
 from taskpass.server.store.base import MAX_PAGE
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
@@ -31,9 +30,11 @@ from taskpass.server.store.records import (
     RevocationSnapshot,
     TaskRecord,
 )
+from taskpass.server.store.row_codec import Row
 from taskpass.server.store.sqlite_approvals import SqliteApprovals
 from taskpass.server.store.sqlite_bans import SqliteBans
 from taskpass.server.store.sqlite_cascade import check_parent, revoke_descendants
+from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_keys import SqliteKeys
 from taskpass.server.store.sqlite_writer import (
     DEFAULT_MAX_BATCH,
@@ -43,7 +44,7 @@ from taskpass.server.store.sqlite_writer import (
     WriteTx,
 )
 
-# Column lists follow the row order of sqlite_codec's *_to_row / *_from_row functions.
+# Column lists follow the order of row_codec's tables (TASKS, CREDENTIALS, EVENTS, AUDIT).
 _INSERT_TASK = """
     INSERT INTO tasks (requester, task_id, digest, descriptor, created_at, completed_at)
     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (requester, task_id) DO NOTHING"""
@@ -90,7 +91,7 @@ _AUDIT_AFTER = """
 _UNIQUE_VIOLATIONS = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 
 
-def _one(tx: WriteTx, sql: str, params: tuple[Any, ...]) -> codec.Row | None:
+def _one(tx: WriteTx, sql: str, params: tuple[Any, ...]) -> Row | None:
     # fetchall, not fetchone: it runs the statement to its end, so no statement is still in
     # progress when the savepoint is released.
     rows = tx.conn.execute(sql, params).fetchall()
@@ -134,7 +135,7 @@ class _Reader:
         if db is not None:
             await db.close()
 
-    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[codec.Row]:
+    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         if self._db is None:
             raise Unavailable("store is closed")
         try:
@@ -142,7 +143,7 @@ class _Reader:
         except sqlite3.Error as exc:
             raise Unavailable("store unavailable: the database read failed; retry later") from exc
 
-    async def fetch_one(self, sql: str, params: tuple[Any, ...]) -> codec.Row | None:
+    async def fetch_one(self, sql: str, params: tuple[Any, ...]) -> Row | None:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
@@ -207,7 +208,7 @@ class SqliteCredentials:
         event: NewRevocation | None,
         cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
-        at_db = codec.to_db_time(at)
+        at_db = to_db_time(at)
         task_key = (requester, task_id)
 
         def run(tx: WriteTx) -> tuple[list[CredentialRecord], RevocationEvent | None]:
@@ -242,7 +243,7 @@ class SqliteCredentials:
         event: NewRevocation | None,
         cascade: CascadeEvent | None = None,
     ) -> tuple[CredentialRecord, RevocationEvent | None]:
-        at_db = codec.to_db_time(at)
+        at_db = to_db_time(at)
 
         def run(tx: WriteTx) -> tuple[CredentialRecord, RevocationEvent | None]:
             row = _one(tx, _REVOKE_CREDENTIAL, (at_db, reason, jti))
@@ -271,7 +272,7 @@ class SqliteRevocations:
         return [codec.event_from_row(row) for row in rows]
 
     async def in_force(self, now: dt.datetime) -> RevocationSnapshot:
-        rows = await self._reader.fetch_all(_EVENTS_IN_FORCE, (codec.to_db_time(now),))
+        rows = await self._reader.fetch_all(_EVENTS_IN_FORCE, (to_db_time(now),))
         head = int(rows[0][0])
         events = tuple(codec.event_from_row(row[1:]) for row in rows if row[1] is not None)
         return RevocationSnapshot(events=events, seq=head)

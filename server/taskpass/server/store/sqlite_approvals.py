@@ -10,12 +10,13 @@ import datetime as dt
 from typing import Any, Protocol
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store.base import MAX_PAGE
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
+from taskpass.server.store.row_codec import Row
+from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
-# Column lists follow the row order of sqlite_codec.approval_to_row / approval_from_row.
+# Column lists follow the order of row_codec.APPROVALS.
 _INSERT = """
     INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
         digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
@@ -72,9 +73,9 @@ _CONSUME = """
 
 
 class _Reads(Protocol):
-    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[codec.Row]: ...
+    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Row]: ...
 
-    async def fetch_one(self, sql: str, params: tuple[Any, ...]) -> codec.Row | None: ...
+    async def fetch_one(self, sql: str, params: tuple[Any, ...]) -> Row | None: ...
 
 
 def _one(tx: WriteTx, sql: str, params: tuple[Any, ...]) -> ApprovalRecord | None:
@@ -110,7 +111,7 @@ class SqliteApprovals:
         if approval.state is not ApprovalState.PENDING:
             raise ValueError("a new approval starts pending")
         row = codec.approval_to_row(approval)
-        key = (approval.requester, approval.digest, codec.to_db_time(now), approval.parent_jti)
+        key = (approval.requester, approval.digest, to_db_time(now), approval.parent_jti)
 
         def run(tx: WriteTx) -> tuple[ApprovalRecord, bool]:
             in_force = _one(tx, _IN_FORCE, key)
@@ -133,7 +134,7 @@ class SqliteApprovals:
     async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
-        rows = await self._reader.fetch_all(_PENDING, (codec.to_db_time(now), limit))
+        rows = await self._reader.fetch_all(_PENDING, (to_db_time(now), limit))
         return [codec.approval_from_row(row) for row in rows]
 
     async def decide(
@@ -148,8 +149,8 @@ class SqliteApprovals:
         audit: AuditEntry,
     ) -> ApprovalRecord:
         state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
-        at_db = codec.to_db_time(at)
-        params = (state.value, by, at_db, reason, codec.to_db_time(expires_at), approval_id, at_db)
+        at_db = to_db_time(at)
+        params = (state.value, by, at_db, reason, to_db_time(expires_at), approval_id, at_db)
 
         def run(tx: WriteTx) -> ApprovalRecord:
             decided = _one(tx, _DECIDE, params)
@@ -170,7 +171,7 @@ class SqliteApprovals:
         at: dt.datetime,
         audit: AuditEntry,
     ) -> ApprovalRecord:
-        at_db = codec.to_db_time(at)
+        at_db = to_db_time(at)
         params = (at_db, approval_id, at_db, requester, digest, parent_jti)
 
         def run(tx: WriteTx) -> ApprovalRecord:

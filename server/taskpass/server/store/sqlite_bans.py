@@ -12,7 +12,6 @@ from typing import Any, Protocol
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
-from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.records import (
     AuditEntry,
@@ -21,8 +20,9 @@ from taskpass.server.store.records import (
     NewRevocation,
     RevocationEvent,
 )
-from taskpass.server.store.row_guard import Column, reads
+from taskpass.server.store.row_codec import Row
 from taskpass.server.store.sqlite_cascade import revoke_descendants
+from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
 _INSERT_BAN = """
@@ -46,7 +46,7 @@ _REVOKE = """
 
 
 class _Reads(Protocol):
-    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[codec.Row]: ...
+    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Row]: ...
 
 
 def parse_pattern(pattern: str) -> WorkloadPattern:
@@ -58,13 +58,6 @@ def parse_pattern(pattern: str) -> WorkloadPattern:
     if parsed.kind is PatternKind.ANY:
         raise InvalidRequest("identity", "'*' would ban every workload; name an ID or a pattern")
     return parsed
-
-
-@reads("bans", Column(1, "banned_at", codec.from_db_time))
-def _ban_from_row(row: codec.Row) -> BanRecord:
-    return BanRecord(
-        pattern=row[0], banned_at=codec.from_db_time(row[1]), banned_by=row[2], reason=row[3]
-    )
 
 
 def _live_credentials(tx: WriteTx, pattern: WorkloadPattern, at_db: int) -> list[str]:
@@ -90,7 +83,7 @@ class SqliteBans:
         cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         pattern = parse_pattern(ban.pattern)
-        at_db = codec.to_db_time(ban.banned_at)
+        at_db = to_db_time(ban.banned_at)
         ban_row = (ban.pattern, at_db, ban.banned_by, ban.reason)
         reason = f"identity banned: {ban.reason}" if ban.reason else "identity banned"
 
@@ -122,9 +115,9 @@ class SqliteBans:
             if not rows:
                 raise NotFound(f"{pattern} is not banned (give the pattern exactly as banned)")
             tx.append_audit(audit)
-            return _ban_from_row(rows[0])
+            return codec.ban_from_row(rows[0])
 
         return await self._writer.submit(run)
 
     async def list_bans(self) -> list[BanRecord]:
-        return [_ban_from_row(row) for row in await self._reader.fetch_all(_LIST_BANS, ())]
+        return [codec.ban_from_row(row) for row in await self._reader.fetch_all(_LIST_BANS, ())]

@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 
 from taskpass.server.errors import PermissionDenied
-from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store.cascade import descendant_reason, parents_first
 from taskpass.server.store.records import CredentialRecord
+from taskpass.server.store.sqlite_codec import codec
 from taskpass.server.store.sqlite_writer import WriteTx
 
 # The walk goes through revoked and expired nodes too, so no live descendant is missed whatever

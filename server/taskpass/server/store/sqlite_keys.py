@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from taskpass.server.errors import Conflict
-from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store.audit_chain import canonical_json
 from taskpass.server.store.records import AuditEntry, PublishedKey
-from taskpass.server.store.row_guard import Column, reads
+from taskpass.server.store.row_codec import Row
+from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
-# Column order follows key_to_row / key_from_row.
+# Column order follows row_codec.PUBLISHED_KEYS.
 _SELECT = """
     SELECT kid, jwk, published_by, published_at, publish_until
     FROM published_keys WHERE kid = ?"""
@@ -40,33 +39,7 @@ _REMOVE_ENDED = f"""
 
 
 class _Reads(Protocol):
-    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[codec.Row]: ...
-
-
-def key_to_row(key: PublishedKey) -> tuple[Any, ...]:
-    return (
-        key.kid,
-        canonical_json(key.jwk),
-        key.published_by,
-        codec.to_db_time(key.published_at),
-        codec.to_db_time(key.publish_until),
-    )
-
-
-@reads(
-    "published_keys",
-    Column(1, "jwk", json.loads),
-    Column(3, "published_at", codec.from_db_time),
-    Column(4, "publish_until", codec.from_db_time),
-)
-def key_from_row(row: codec.Row) -> PublishedKey:
-    return PublishedKey(
-        kid=row[0],
-        jwk=json.loads(row[1]),
-        published_by=row[2],
-        published_at=codec.from_db_time(row[3]),
-        publish_until=codec.from_db_time(row[4]),
-    )
+    async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Row]: ...
 
 
 def different_key(kid: str) -> Conflict:
@@ -82,7 +55,7 @@ class SqliteKeys:
         self._reader = reader
 
     async def publish(self, key: PublishedKey, *, audit: AuditEntry) -> PublishedKey:
-        row = key_to_row(key)
+        row = codec.key_to_row(key)
 
         def run(tx: WriteTx) -> PublishedKey:
             found = tx.conn.execute(_SELECT, (key.kid,)).fetchall()
@@ -90,7 +63,7 @@ class SqliteKeys:
                 tx.conn.execute(_INSERT, row)
                 tx.append_audit(audit)
                 return key
-            stored = key_from_row(found[0])
+            stored = codec.key_from_row(found[0])
             if canonical_json(stored.jwk) != row[1]:
                 raise different_key(key.kid)
             if key.publish_until <= stored.publish_until:
@@ -103,17 +76,17 @@ class SqliteKeys:
         return await self._writer.submit(run)
 
     async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
-        rows = await self._reader.fetch_all(_LIVE, (codec.to_db_time(now),))
-        return [key_from_row(row) for row in rows]
+        rows = await self._reader.fetch_all(_LIVE, (to_db_time(now),))
+        return [codec.key_from_row(row) for row in rows]
 
     async def remove_ended(
         self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
     ) -> list[PublishedKey]:
-        at = (codec.to_db_time(now),)
+        at = (to_db_time(now),)
 
         def run(tx: WriteTx) -> list[PublishedKey]:
             rows = tx.conn.execute(_REMOVE_ENDED, at).fetchall()
-            removed = oldest_first(key_from_row(row) for row in rows)
+            removed = oldest_first(codec.key_from_row(row) for row in rows)
             for key in removed:
                 tx.append_audit(audit(key))
             return removed

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from taskpass.server.errors import TaskpassError, Unavailable
-from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store import sqlite_schema
 from taskpass.server.store.audit_chain import GENESIS_HASH, canonical_json
 from taskpass.server.store.records import (
@@ -50,12 +49,13 @@ from taskpass.server.store.records import (
     RevocationEvent,
     utc,
 )
+from taskpass.server.store.sqlite_codec import codec, to_db_time
 
 T = TypeVar("T")
 
 DEFAULT_MAX_BATCH = 256
 
-# Column order follows sqlite_codec.audit_to_row / event_to_row.
+# Column order follows row_codec.AUDIT / EVENTS.
 _INSERT_AUDIT = """
     INSERT INTO audit (seq, kind, actor, at, payload, prev_hash, hash)
     VALUES (?, ?, ?, ?, ?, ?, ?)"""
@@ -108,7 +108,7 @@ class WriteTx:
             hash=digest,
         )
         # The row of codec.audit_to_row, with the payload JSON already made for the hash.
-        row = (seq, entry.kind, entry.actor, codec.to_db_time(entry.at), payload_json)
+        row = (seq, entry.kind, entry.actor, to_db_time(entry.at), payload_json)
         self.conn.execute(_INSERT_AUDIT, (*row, heads.audit_hash, digest))
         self._heads = _Heads(seq, digest, heads.event_seq)
         return record
