@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fanout",
         type=_counts,
-        help="revocation fan-out subscriber counts (default 100,1000,5000; --quick: 100,1000)",
+        help="fan-out subscriber counts (default 100,1000,5000,10000; --quick: 100,1000)",
     )
     p.add_argument(
         "--fanout-rounds",
@@ -112,7 +112,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             args.history if args.history is not None else (100_000 if quick else 1_000_000)
         ),
         "micro_calls": 5_000 if quick else 20_000,
-        "fanout_subscribers": args.fanout or ([100, 1000] if quick else [100, 1000, 5000]),
+        "fanout_subscribers": args.fanout or ([100, 1000] if quick else [100, 1000, 5000, 10000]),
         "fanout_rounds": args.fanout_rounds or (20 if quick else None),
         "replica_rounds": args.replica_rounds or (50 if quick else 300),
     }

@@ -16,7 +16,7 @@ def _settings_of(*argv: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("argv", "subscribers", "rounds", "replica_rounds"),
     [
-        pytest.param((), [100, 1000, 5000], None, 300, id="full-run"),
+        pytest.param((), [100, 1000, 5000, 10000], None, 300, id="full-run"),
         pytest.param(("--quick",), [100, 1000], 20, 50, id="quick-run"),
         pytest.param(
             ("--quick", "--fanout", "5000", "--fanout-rounds", "7", "--replica-rounds", "9"),
