@@ -4,20 +4,23 @@ row, the twin of sqlite_approvals.
 Every state change is one conditional UPDATE inside the writer's transaction (which holds the
 write lock), so of two approvers, or two exchanges presenting one grant, on any replicas,
 exactly one wins. Every change is announced (NOTIFY, naming the approval) so an exchange waiting
-on another replica, or an approver watching there, learns of it at once.
+on another replica, or an approver watching there, learns of it at once. Why a change matched
+no row (the errors and their words) is decided as on SQLite, by sqlite_approvals' why_not and
+not_usable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from taskpass.server.errors import InvalidRequest
 from taskpass.server.store.base import MAX_PAGE
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import approval_topic
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
+from taskpass.server.store.sqlite_approvals import not_usable, why_not
 
 # Column lists follow the order of row_codec.APPROVALS.
 _INSERT = """
@@ -77,25 +80,10 @@ _CONSUME = """
         policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
         reason, consumed_at, parent_jti"""
 
-_STATE_PHRASES = {
-    ApprovalState.PENDING: "is still pending: an approver has not decided it yet",
-    ApprovalState.APPROVED: "was already approved",
-    ApprovalState.DENIED: "was denied",
-    ApprovalState.CONSUMED: "was already used: an approval is single use, ask for a new one",
-    ApprovalState.EXPIRED: "has expired: ask for a new approval",
-}
-
 
 async def _one(tx: PgWriteTx, sql: str, *args: object) -> ApprovalRecord | None:
     row = await tx.conn.fetchrow(sql, *args)
     return None if row is None else codec.approval_from_row(row)
-
-
-def _why_not(stored: ApprovalRecord | None, approval_id: str, at: dt.datetime) -> Exception:
-    """The error for a conditional update that matched no row, from the row as it is."""
-    if stored is None:
-        return NotFound(f"no approval {approval_id!r}")
-    return Conflict(f"approval {approval_id} {_STATE_PHRASES[stored.effective_state(at)]}")
 
 
 class PostgresApprovals:
@@ -153,7 +141,7 @@ class PostgresApprovals:
         async def run(tx: PgWriteTx) -> ApprovalRecord:
             decided = await _one(tx, _DECIDE, state.value, by, at, reason, expires_at, approval_id)
             if decided is None:
-                raise _why_not(await _one(tx, _SELECT, approval_id), approval_id, at)
+                raise why_not(await _one(tx, _SELECT, approval_id), approval_id, at)
             await tx.append_audit(audit)
             tx.announce(approval_topic(approval_id))  # an exchange may wait on another replica
             return decided
@@ -173,22 +161,14 @@ class PostgresApprovals:
         async def run(tx: PgWriteTx) -> ApprovalRecord:
             consumed = await _one(tx, _CONSUME, at, approval_id, requester, digest, parent_jti)
             if consumed is None:
-                stored = await _one(tx, _SELECT, approval_id)
-                if stored is not None and stored.requester != requester:
-                    raise PermissionDenied(
-                        f"approval {approval_id} was granted to another requester"
-                    )
-                if stored is not None and stored.digest != digest:
-                    raise PermissionDenied(
-                        f"approval {approval_id} was granted for another task (digest differs):"
-                        " ask for an approval of this task"
-                    )
-                if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
-                    raise PermissionDenied(
-                        f"approval {approval_id} does not cover this request: {mismatch}; "
-                        "ask for a new approval"
-                    )
-                raise _why_not(stored, approval_id, at)
+                raise not_usable(
+                    await _one(tx, _SELECT, approval_id),
+                    approval_id,
+                    requester=requester,
+                    digest=digest,
+                    parent_jti=parent_jti,
+                    at=at,
+                )
             await tx.append_audit(audit)
             tx.announce(approval_topic(approval_id))
             return consumed

@@ -84,11 +84,36 @@ def _one(tx: WriteTx, sql: str, params: tuple[Any, ...]) -> ApprovalRecord | Non
     return codec.approval_from_row(rows[0]) if rows else None
 
 
-def _why_not(stored: ApprovalRecord | None, approval_id: str, at: dt.datetime) -> Exception:
+def why_not(stored: ApprovalRecord | None, approval_id: str, at: dt.datetime) -> Exception:
     """The error for a conditional update that matched no row, from the row as it is."""
     if stored is None:
         return NotFound(f"no approval {approval_id!r}")
     return Conflict(f"approval {approval_id} {_STATE_PHRASES[stored.effective_state(at)]}")
+
+
+def not_usable(
+    stored: ApprovalRecord | None,
+    approval_id: str,
+    *,
+    requester: str,
+    digest: str,
+    parent_jti: str | None,
+    at: dt.datetime,
+) -> Exception:
+    """The error for a consume that matched no row: the binding that differs, else why_not."""
+    if stored is not None and stored.requester != requester:
+        return PermissionDenied(f"approval {approval_id} was granted to another requester")
+    if stored is not None and stored.digest != digest:
+        return PermissionDenied(
+            f"approval {approval_id} was granted for another task (digest differs):"
+            " ask for an approval of this task"
+        )
+    if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
+        return PermissionDenied(
+            f"approval {approval_id} does not cover this request: {mismatch}; "
+            "ask for a new approval"
+        )
+    return why_not(stored, approval_id, at)
 
 
 _STATE_PHRASES = {
@@ -155,7 +180,7 @@ class SqliteApprovals:
         def run(tx: WriteTx) -> ApprovalRecord:
             decided = _one(tx, _DECIDE, params)
             if decided is None:
-                raise _why_not(_one(tx, _SELECT, (approval_id,)), approval_id, at)
+                raise why_not(_one(tx, _SELECT, (approval_id,)), approval_id, at)
             tx.append_audit(audit)
             return decided
 
@@ -177,22 +202,14 @@ class SqliteApprovals:
         def run(tx: WriteTx) -> ApprovalRecord:
             consumed = _one(tx, _CONSUME, params)
             if consumed is None:
-                stored = _one(tx, _SELECT, (approval_id,))
-                if stored is not None and stored.requester != requester:
-                    raise PermissionDenied(
-                        f"approval {approval_id} was granted to another requester"
-                    )
-                if stored is not None and stored.digest != digest:
-                    raise PermissionDenied(
-                        f"approval {approval_id} was granted for another task (digest differs):"
-                        " ask for an approval of this task"
-                    )
-                if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
-                    raise PermissionDenied(
-                        f"approval {approval_id} does not cover this request: {mismatch}; "
-                        "ask for a new approval"
-                    )
-                raise _why_not(stored, approval_id, at)
+                raise not_usable(
+                    _one(tx, _SELECT, (approval_id,)),
+                    approval_id,
+                    requester=requester,
+                    digest=digest,
+                    parent_jti=parent_jti,
+                    at=at,
+                )
             tx.append_audit(audit)
             return consumed
 
