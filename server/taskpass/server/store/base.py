@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
+from taskpass.server.errors import Conflict, InvalidRequest
 from taskpass.server.store.cascade import CascadeEvent
 from taskpass.server.store.records import (
     ApprovalRecord,
@@ -37,6 +38,30 @@ from taskpass.server.store.records import (
 
 MAX_PAGE = 1000
 """The most records one read_after / read call returns; a larger limit is InvalidRequest."""
+
+
+def check_page(*, limit: int, after: int = 0) -> None:
+    """InvalidRequest for a page no reader serves: `after` (a seq) below 0, `limit` outside
+    1..MAX_PAGE."""
+    if after < 0:
+        raise InvalidRequest("seq", "must not be negative")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
+
+
+def reused_task(task: TaskRecord, *, digest: str, completed_at: object) -> Conflict | None:
+    """Why an issuance may not add to the task already stored under its task_id (with this
+    `digest` and `completed_at`), or None when it may."""
+    if digest != task.digest:
+        return Conflict(
+            f"task_id already used for a different task ({task.task_id!r}): "
+            "use a new task_id for a new task"
+        )
+    if completed_at is not None:
+        return Conflict(
+            f"task already completed ({task.task_id!r}): start a new task with a new task_id"
+        )
+    return None
 
 
 class CredentialStore(Protocol):

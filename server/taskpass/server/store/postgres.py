@@ -11,18 +11,17 @@ The DSN is libpq's URI form; any query parameter asyncpg does not know is a serv
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 
-from taskpass.server.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from taskpass.server.errors import Conflict, NotFound, Unavailable
 from taskpass.server.store import postgres_notify, postgres_schema
-from taskpass.server.store.base import MAX_PAGE, StoreChange
+from taskpass.server.store.base import StoreChange, check_page, reused_task
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.postgres_approvals import PostgresApprovals
 from taskpass.server.store.postgres_bans import PostgresBans
@@ -110,21 +109,6 @@ DEFAULT_BACKOFF = ReconnectBackoff()
 DEFAULT_STUCK_AFTER = dt.timedelta(seconds=10)
 
 
-def _check_page(*, after: int, limit: int) -> None:
-    if after < 0:
-        raise InvalidRequest("seq", "must not be negative")
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
-
-
-def _covering(event: NewRevocation, revoked: Iterable[CredentialRecord]) -> NewRevocation:
-    """The event, in force at least until the last revoked credential expires."""
-    latest = max((c.expires_at for c in revoked), default=event.expires_at)
-    if latest <= event.expires_at:
-        return event
-    return dataclasses.replace(event, expires_at=latest)
-
-
 async def prepare_connection(conn: Any, *, stuck_after: dt.timedelta = DEFAULT_STUCK_AFTER) -> None:
     """Settings for every new pooled connection."""
     # A replica that freezes (stopped, partitioned) inside a batch would hold the write lock
@@ -161,16 +145,11 @@ class PostgresCredentials:
                 await check_parent(tx, credential.parent_jti)
             if await tx.conn.execute(_INSERT_TASK, *task_row) == "INSERT 0 0":
                 state = await tx.conn.fetchrow(_TASK_STATE, task.requester, task.task_id)
-                if state["digest"] != task.digest:
-                    raise Conflict(
-                        f"task_id already used for a different task ({task.task_id!r}): "
-                        "use a new task_id for a new task"
-                    )
-                if state["completed_at"] is not None:
-                    raise Conflict(
-                        f"task already completed ({task.task_id!r}): "
-                        "start a new task with a new task_id"
-                    )
+                conflict = reused_task(
+                    task, digest=state["digest"], completed_at=state["completed_at"]
+                )
+                if conflict is not None:
+                    raise conflict
             try:
                 await tx.conn.execute(_INSERT_CREDENTIAL, *credential_row)
             except asyncpg.UniqueViolationError as exc:
@@ -213,7 +192,7 @@ class PostgresCredentials:
             roots = [c.jti for c in revoked]
             descendants = await revoke_descendants(tx, roots, at=at, reason=reason)
             await tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else await tx.append_event(_covering(event, revoked))
+            stored = None if event is None else await tx.append_event(event.covering(revoked))
             for new in delegated_events([*revoked, *descendants], cascade):
                 await tx.append_event(new)
             return [*revoked, *descendants], stored
@@ -239,7 +218,7 @@ class PostgresCredentials:
             revoked = codec.credential_from_row(row)
             descendants = await revoke_descendants(tx, [jti], at=at, reason=reason)
             await tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else await tx.append_event(_covering(event, [revoked]))
+            stored = None if event is None else await tx.append_event(event.covering([revoked]))
             for new in delegated_events(descendants, cascade):
                 await tx.append_event(new)
             return revoked, stored
@@ -252,7 +231,7 @@ class PostgresRevocations:
         self._reader = reader
 
     async def read_after(self, seq: int, *, limit: int) -> list[RevocationEvent]:
-        _check_page(after=seq, limit=limit)
+        check_page(after=seq, limit=limit)
         rows = await self._reader.fetch(_EVENTS_AFTER, seq, limit)
         return [codec.event_from_row(row) for row in rows]
 
@@ -276,7 +255,7 @@ class PostgresAudit:
         return await self._writer.submit(lambda tx: tx.append_audit(entry))
 
     async def read(self, *, after_seq: int = 0, limit: int) -> list[AuditRecord]:
-        _check_page(after=after_seq, limit=limit)
+        check_page(after=after_seq, limit=limit)
         rows = await self._reader.fetch(_AUDIT_AFTER, after_seq, limit)
         return [codec.audit_from_row(row) for row in rows]
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from taskpass.server.errors import InvalidRequest
-from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.base import check_page
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import approval_topic
 from taskpass.server.store.postgres_reader import PgReader
@@ -120,8 +119,7 @@ class PostgresApprovals:
         return None if row is None else codec.approval_from_row(row)
 
     async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
+        check_page(limit=limit)
         rows = await self._reader.fetch(_PENDING, now, limit)
         return [codec.approval_from_row(row) for row in rows]
 

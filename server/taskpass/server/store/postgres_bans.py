@@ -8,7 +8,6 @@ pattern's ID prefix, compared in "C" collation so the range is byte order whatev
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 from taskpass.server.errors import Conflict, NotFound
@@ -25,7 +24,7 @@ from taskpass.server.store.records import (
     NewRevocation,
     RevocationEvent,
 )
-from taskpass.server.store.sqlite_bans import parse_pattern
+from taskpass.server.store.sqlite_bans import banned_reason, parse_pattern
 
 _INSERT_BAN = """
     INSERT INTO bans (pattern, banned_at, banned_by, reason) VALUES ($1, $2, $3, $4)
@@ -70,7 +69,7 @@ class PostgresBans:
         cascade: CascadeEvent | None = None,
     ) -> tuple[list[CredentialRecord], RevocationEvent | None]:
         pattern = parse_pattern(ban.pattern)
-        reason = f"identity banned: {ban.reason}" if ban.reason else "identity banned"
+        reason = banned_reason(ban)
 
         async def run(tx: PgWriteTx) -> tuple[list[CredentialRecord], RevocationEvent | None]:
             inserted = await tx.conn.execute(
@@ -87,11 +86,7 @@ class PostgresBans:
             roots = [c.jti for c in revoked]
             descendants = await revoke_descendants(tx, roots, at=ban.banned_at, reason=reason)
             await tx.append_audit(with_descendants(audit, descendants))
-            stored = None
-            if event is not None:
-                latest = max((c.expires_at for c in revoked), default=event.expires_at)
-                covering = dataclasses.replace(event, expires_at=max(latest, event.expires_at))
-                stored = await tx.append_event(covering)
+            stored = None if event is None else await tx.append_event(event.covering(revoked))
             for new in delegated_events([*revoked, *descendants], cascade):
                 await tx.append_event(new)
             return [*revoked, *descendants], stored

@@ -7,8 +7,10 @@ does not depend on the writer's time zone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +138,13 @@ class NewRevocation:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", RevocationKind(self.kind))
         _normalise(self, "expires_at", "at")
+
+    def covering(self, revoked: Iterable[CredentialRecord]) -> NewRevocation:
+        """This event, in force at least until the last of `revoked` expires."""
+        latest = max((c.expires_at for c in revoked), default=self.expires_at)
+        if latest <= self.expires_at:
+            return self
+        return dataclasses.replace(self, expires_at=latest)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,19 +7,17 @@ lets run beside the writer and which sees every committed batch.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import aiosqlite
 
-from taskpass.server.errors import ConfigError, Conflict, InvalidRequest, NotFound, Unavailable
+from taskpass.server.errors import ConfigError, Conflict, NotFound, Unavailable
 from taskpass.server.store import sqlite_schema
-from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.store.base import check_page, reused_task
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.records import (
     AuditEntry,
@@ -98,21 +96,6 @@ def _one(tx: WriteTx, sql: str, params: tuple[Any, ...]) -> Row | None:
     return rows[0] if rows else None
 
 
-def _check_page(*, after: int, limit: int) -> None:
-    if after < 0:
-        raise InvalidRequest("seq", "must not be negative")
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
-
-
-def _covering(event: NewRevocation, revoked: Iterable[CredentialRecord]) -> NewRevocation:
-    """The event, in force at least until the last revoked credential expires."""
-    latest = max((c.expires_at for c in revoked), default=event.expires_at)
-    if latest <= event.expires_at:
-        return event
-    return dataclasses.replace(event, expires_at=latest)
-
-
 class _Reader:
     """The read connection: aiosqlite, query_only, errors translated."""
 
@@ -169,16 +152,9 @@ class SqliteCredentials:
                 state = _one(tx, _TASK_STATE, task_key)
                 assert state is not None  # the insert just found it
                 digest, completed_at = state
-                if digest != task.digest:
-                    raise Conflict(
-                        f"task_id already used for a different task ({task.task_id!r}): "
-                        "use a new task_id for a new task"
-                    )
-                if completed_at is not None:
-                    raise Conflict(
-                        f"task already completed ({task.task_id!r}): "
-                        "start a new task with a new task_id"
-                    )
+                conflict = reused_task(task, digest=digest, completed_at=completed_at)
+                if conflict is not None:
+                    raise conflict
             try:
                 tx.conn.execute(_INSERT_CREDENTIAL, credential_row)
             except sqlite3.IntegrityError as exc:
@@ -226,7 +202,7 @@ class SqliteCredentials:
             roots = [c.jti for c in revoked]
             descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
             tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else tx.append_event(_covering(event, revoked))
+            stored = None if event is None else tx.append_event(event.covering(revoked))
             for new in delegated_events([*revoked, *descendants], cascade):
                 tx.append_event(new)
             return [*revoked, *descendants], stored
@@ -254,7 +230,7 @@ class SqliteCredentials:
             revoked = codec.credential_from_row(row)
             descendants = revoke_descendants(tx, [jti], at_db=at_db, reason=reason)
             tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else tx.append_event(_covering(event, [revoked]))
+            stored = None if event is None else tx.append_event(event.covering([revoked]))
             for new in delegated_events(descendants, cascade):
                 tx.append_event(new)
             return revoked, stored
@@ -267,7 +243,7 @@ class SqliteRevocations:
         self._reader = reader
 
     async def read_after(self, seq: int, *, limit: int) -> list[RevocationEvent]:
-        _check_page(after=seq, limit=limit)
+        check_page(after=seq, limit=limit)
         rows = await self._reader.fetch_all(_EVENTS_AFTER, (seq, limit))
         return [codec.event_from_row(row) for row in rows]
 
@@ -291,7 +267,7 @@ class SqliteAudit:
         return await self._writer.submit(lambda tx: tx.append_audit(entry))
 
     async def read(self, *, after_seq: int = 0, limit: int) -> list[AuditRecord]:
-        _check_page(after=after_seq, limit=limit)
+        check_page(after=after_seq, limit=limit)
         rows = await self._reader.fetch_all(_AUDIT_AFTER, (after_seq, limit))
         return [codec.audit_from_row(row) for row in rows]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Protocol
 
-from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from taskpass.server.store.base import MAX_PAGE
+from taskpass.server.errors import Conflict, NotFound, PermissionDenied
+from taskpass.server.store.base import check_page
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
 from taskpass.server.store.row_codec import Row
 from taskpass.server.store.sqlite_codec import codec, to_db_time
@@ -157,8 +157,7 @@ class SqliteApprovals:
         return None if row is None else codec.approval_from_row(row)
 
     async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidRequest("limit", f"must be between 1 and {MAX_PAGE}")
+        check_page(limit=limit)
         rows = await self._reader.fetch_all(_PENDING, (to_db_time(now), limit))
         return [codec.approval_from_row(row) for row in rows]
 

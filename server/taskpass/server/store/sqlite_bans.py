@@ -7,7 +7,6 @@ policy), on the writer thread; SQL only narrows the scan to the pattern's ID pre
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Protocol
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound
@@ -60,6 +59,11 @@ def parse_pattern(pattern: str) -> WorkloadPattern:
     return parsed
 
 
+def banned_reason(ban: BanRecord) -> str:
+    """The revoke_reason stored on the credentials a ban revokes."""
+    return f"identity banned: {ban.reason}" if ban.reason else "identity banned"
+
+
 def _live_credentials(tx: WriteTx, pattern: WorkloadPattern, at_db: int) -> list[str]:
     if pattern.kind is PatternKind.EXACT:
         rows = tx.conn.execute(_LIVE_EXACT, (pattern.base, at_db)).fetchall()
@@ -85,7 +89,7 @@ class SqliteBans:
         pattern = parse_pattern(ban.pattern)
         at_db = to_db_time(ban.banned_at)
         ban_row = (ban.pattern, at_db, ban.banned_by, ban.reason)
-        reason = f"identity banned: {ban.reason}" if ban.reason else "identity banned"
+        reason = banned_reason(ban)
 
         def run(tx: WriteTx) -> tuple[list[CredentialRecord], RevocationEvent | None]:
             if tx.conn.execute(_INSERT_BAN, ban_row).rowcount == 0:
@@ -98,11 +102,7 @@ class SqliteBans:
             roots = [c.jti for c in revoked]
             descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
             tx.append_audit(with_descendants(audit, descendants))
-            stored = None
-            if event is not None:
-                latest = max((c.expires_at for c in revoked), default=event.expires_at)
-                covering = dataclasses.replace(event, expires_at=max(latest, event.expires_at))
-                stored = tx.append_event(covering)
+            stored = None if event is None else tx.append_event(event.covering(revoked))
             for new in delegated_events([*revoked, *descendants], cascade):
                 tx.append_event(new)
             return [*revoked, *descendants], stored
