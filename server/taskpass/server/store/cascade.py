@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 
+from taskpass.server.errors import PermissionDenied
 from taskpass.server.store.records import AuditEntry, CredentialRecord, NewRevocation
 
 CascadeEvent = Callable[[CredentialRecord], NewRevocation]
@@ -52,3 +53,19 @@ def parents_first(
 ) -> list[CredentialRecord]:
     """Descendants in the order a reader expects: each level below the last, oldest first."""
     return sorted(records, key=lambda c: (depths[c.jti], c.issued_at, c.jti))
+
+
+def oldest_first(revoked: Iterable[CredentialRecord]) -> list[CredentialRecord]:
+    """Credentials a revocation revoked, in the order it returns them: oldest issued first."""
+    return sorted(revoked, key=lambda c: (c.issued_at, c.jti))
+
+
+def refused_parent(*, recorded: bool, revoked: bool) -> PermissionDenied | None:
+    """Why an issuance may not delegate from its parent credential, or None when it may."""
+    if not recorded:
+        return PermissionDenied("the parent credential is unknown to this server")
+    if revoked:
+        return PermissionDenied(
+            "the parent credential is revoked: delegation needs a live parent credential"
+        )
+    return None

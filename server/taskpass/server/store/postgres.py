@@ -25,7 +25,11 @@ from taskpass.server.store.base import StoreChange, check_page, reused_task
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
 from taskpass.server.store.postgres_approvals import PostgresApprovals
 from taskpass.server.store.postgres_bans import PostgresBans
-from taskpass.server.store.postgres_cascade import check_parent, revoke_descendants
+from taskpass.server.store.postgres_cascade import (
+    check_parent,
+    complete_revocation,
+    revoke_descendants,
+)
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_errors import (
     DISCONNECTED,
@@ -185,17 +189,15 @@ class PostgresCredentials:
                 raise Conflict(f"task already completed ({task_id!r})")
             await tx.conn.execute(_COMPLETE_TASK, at, requester, task_id)
             rows = await tx.conn.fetch(_REVOKE_TASK_CREDENTIALS, at, reason, requester, task_id)
-            revoked = sorted(
+            return await complete_revocation(
+                tx,
                 (codec.credential_from_row(row) for row in rows),
-                key=lambda c: (c.issued_at, c.jti),
+                at=at,
+                reason=reason,
+                audit=audit,
+                event=event,
+                cascade=cascade,
             )
-            roots = [c.jti for c in revoked]
-            descendants = await revoke_descendants(tx, roots, at=at, reason=reason)
-            await tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else await tx.append_event(event.covering(revoked))
-            for new in delegated_events([*revoked, *descendants], cascade):
-                await tx.append_event(new)
-            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 

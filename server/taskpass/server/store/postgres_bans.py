@@ -12,8 +12,8 @@ import datetime as dt
 
 from taskpass.server.errors import Conflict, NotFound
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
-from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
-from taskpass.server.store.postgres_cascade import revoke_descendants
+from taskpass.server.store.cascade import CascadeEvent
+from taskpass.server.store.postgres_cascade import complete_revocation
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
@@ -79,17 +79,15 @@ class PostgresBans:
                 raise Conflict(f"{ban.pattern} is already banned; unban it first to ban it again")
             jtis = await _live_credentials(tx, pattern, ban.banned_at)
             rows = await tx.conn.fetch(_REVOKE, ban.banned_at, reason, jtis) if jtis else []
-            revoked = sorted(
+            return await complete_revocation(
+                tx,
                 (codec.credential_from_row(row) for row in rows),
-                key=lambda c: (c.issued_at, c.jti),
+                at=ban.banned_at,
+                reason=reason,
+                audit=audit,
+                event=event,
+                cascade=cascade,
             )
-            roots = [c.jti for c in revoked]
-            descendants = await revoke_descendants(tx, roots, at=ban.banned_at, reason=reason)
-            await tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else await tx.append_event(event.covering(revoked))
-            for new in delegated_events([*revoked, *descendants], cascade):
-                await tx.append_event(new)
-            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 

@@ -1,6 +1,6 @@
 """Delegation on PostgreSQL: revoke every live descendant of the credentials a revocation revoked
 (one recursive query over parent_jti), and refuse a child of a revoked or unknown parent; the
-twin of sqlite_cascade.
+twin of sqlite_cascade (complete_revocation too).
 
 Runs inside the revocation's (or issuance's) batch transaction, which holds the write lock of
 every replica (postgres_writer): a child's insert and its parent's revocation cannot interleave.
@@ -9,13 +9,25 @@ every replica (postgres_writer): a child's insert and its parent's revocation ca
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from taskpass.server.errors import PermissionDenied
-from taskpass.server.store.cascade import descendant_reason, parents_first
+from taskpass.server.store.cascade import (
+    CascadeEvent,
+    delegated_events,
+    descendant_reason,
+    oldest_first,
+    parents_first,
+    refused_parent,
+    with_descendants,
+)
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_writer import PgWriteTx
-from taskpass.server.store.records import CredentialRecord
+from taskpass.server.store.records import (
+    AuditEntry,
+    CredentialRecord,
+    NewRevocation,
+    RevocationEvent,
+)
 
 # The walk goes through revoked and expired nodes too, so no live descendant is missed whatever
 # became of the credentials between it and the root; only live ones are revoked.
@@ -49,9 +61,29 @@ async def revoke_descendants(
 async def check_parent(tx: PgWriteTx, parent_jti: str) -> None:
     """PermissionDenied unless the parent credential is recorded and not revoked."""
     row = await tx.conn.fetchrow(_PARENT_STATE, parent_jti)
-    if row is None:
-        raise PermissionDenied("the parent credential is unknown to this server")
-    if row["revoked_at"] is not None:
-        raise PermissionDenied(
-            "the parent credential is revoked: delegation needs a live parent credential"
-        )
+    refused = refused_parent(
+        recorded=row is not None, revoked=row is not None and row["revoked_at"] is not None
+    )
+    if refused is not None:
+        raise refused
+
+
+async def complete_revocation(
+    tx: PgWriteTx,
+    revoked: Iterable[CredentialRecord],
+    *,
+    at: dt.datetime,
+    reason: str,
+    audit: AuditEntry,
+    event: NewRevocation | None,
+    cascade: CascadeEvent | None,
+) -> tuple[list[CredentialRecord], RevocationEvent | None]:
+    """sqlite_cascade.complete_revocation, on PostgreSQL."""
+    targets = oldest_first(revoked)
+    roots = [c.jti for c in targets]
+    descendants = await revoke_descendants(tx, roots, at=at, reason=reason)
+    await tx.append_audit(with_descendants(audit, descendants))
+    stored = None if event is None else await tx.append_event(event.covering(targets))
+    for new in delegated_events([*targets, *descendants], cascade):
+        await tx.append_event(new)
+    return [*targets, *descendants], stored

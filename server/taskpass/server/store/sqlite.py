@@ -31,7 +31,11 @@ from taskpass.server.store.records import (
 from taskpass.server.store.row_codec import Row
 from taskpass.server.store.sqlite_approvals import SqliteApprovals
 from taskpass.server.store.sqlite_bans import SqliteBans
-from taskpass.server.store.sqlite_cascade import check_parent, revoke_descendants
+from taskpass.server.store.sqlite_cascade import (
+    check_parent,
+    complete_revocation,
+    revoke_descendants,
+)
 from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_keys import SqliteKeys
 from taskpass.server.store.sqlite_writer import (
@@ -195,17 +199,15 @@ class SqliteCredentials:
                 raise Conflict(f"task already completed ({task_id!r})")
             tx.conn.execute(_COMPLETE_TASK, (at_db, *task_key))
             rows = tx.conn.execute(_REVOKE_TASK_CREDENTIALS, (at_db, reason, *task_key)).fetchall()
-            revoked = sorted(
+            return complete_revocation(
+                tx,
                 (codec.credential_from_row(row) for row in rows),
-                key=lambda c: (c.issued_at, c.jti),
+                at_db=at_db,
+                reason=reason,
+                audit=audit,
+                event=event,
+                cascade=cascade,
             )
-            roots = [c.jti for c in revoked]
-            descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
-            tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else tx.append_event(event.covering(revoked))
-            for new in delegated_events([*revoked, *descendants], cascade):
-                tx.append_event(new)
-            return [*revoked, *descendants], stored
 
         return await self._writer.submit(run)
 

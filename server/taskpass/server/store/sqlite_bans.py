@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
-from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
+from taskpass.server.store.cascade import CascadeEvent
 from taskpass.server.store.records import (
     AuditEntry,
     BanRecord,
@@ -20,7 +20,7 @@ from taskpass.server.store.records import (
     RevocationEvent,
 )
 from taskpass.server.store.row_codec import Row
-from taskpass.server.store.sqlite_cascade import revoke_descendants
+from taskpass.server.store.sqlite_cascade import complete_revocation
 from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
@@ -98,14 +98,15 @@ class SqliteBans:
             for jti in _live_credentials(tx, pattern, at_db):
                 row = tx.conn.execute(_REVOKE, (at_db, reason, jti)).fetchall()[0]
                 revoked.append(codec.credential_from_row(row))
-            revoked.sort(key=lambda c: (c.issued_at, c.jti))
-            roots = [c.jti for c in revoked]
-            descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
-            tx.append_audit(with_descendants(audit, descendants))
-            stored = None if event is None else tx.append_event(event.covering(revoked))
-            for new in delegated_events([*revoked, *descendants], cascade):
-                tx.append_event(new)
-            return [*revoked, *descendants], stored
+            return complete_revocation(
+                tx,
+                revoked,
+                at_db=at_db,
+                reason=reason,
+                audit=audit,
+                event=event,
+                cascade=cascade,
+            )
 
         return await self._writer.submit(run)
 

@@ -1,5 +1,6 @@
 """Delegation on SQLite: revoke every live descendant of the credentials a revocation revoked
 (one recursive query over parent_jti), and refuse a child of a revoked or unknown parent.
+complete_revocation is what a task's or an identity's revocation does after its own statement.
 
 Runs on the writer thread inside the revocation's (or issuance's) transaction; see cascade.py.
 """
@@ -7,11 +8,23 @@ Runs on the writer thread inside the revocation's (or issuance's) transaction; s
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from taskpass.server.errors import PermissionDenied
-from taskpass.server.store.cascade import descendant_reason, parents_first
-from taskpass.server.store.records import CredentialRecord
+from taskpass.server.store.cascade import (
+    CascadeEvent,
+    delegated_events,
+    descendant_reason,
+    oldest_first,
+    parents_first,
+    refused_parent,
+    with_descendants,
+)
+from taskpass.server.store.records import (
+    AuditEntry,
+    CredentialRecord,
+    NewRevocation,
+    RevocationEvent,
+)
 from taskpass.server.store.sqlite_codec import codec
 from taskpass.server.store.sqlite_writer import WriteTx
 
@@ -52,9 +65,30 @@ def revoke_descendants(
 def check_parent(tx: WriteTx, parent_jti: str) -> None:
     """PermissionDenied unless the parent credential is recorded and not revoked."""
     rows = tx.conn.execute(_PARENT_STATE, (parent_jti,)).fetchall()
-    if not rows:
-        raise PermissionDenied("the parent credential is unknown to this server")
-    if rows[0][0] is not None:
-        raise PermissionDenied(
-            "the parent credential is revoked: delegation needs a live parent credential"
-        )
+    refused = refused_parent(recorded=bool(rows), revoked=bool(rows) and rows[0][0] is not None)
+    if refused is not None:
+        raise refused
+
+
+def complete_revocation(
+    tx: WriteTx,
+    revoked: Iterable[CredentialRecord],
+    *,
+    at_db: int,
+    reason: str,
+    audit: AuditEntry,
+    event: NewRevocation | None,
+    cascade: CascadeEvent | None,
+) -> tuple[list[CredentialRecord], RevocationEvent | None]:
+    """The rest of a revocation whose statement revoked `revoked` (a task's or an identity's
+    credentials): their live descendants revoked too, the audit record naming them, `event`
+    widened to cover `revoked`, and an event per delegated credential. Returns everything it
+    revoked, oldest first then the descendants, and the stored event."""
+    targets = oldest_first(revoked)
+    roots = [c.jti for c in targets]
+    descendants = revoke_descendants(tx, roots, at_db=at_db, reason=reason)
+    tx.append_audit(with_descendants(audit, descendants))
+    stored = None if event is None else tx.append_event(event.covering(targets))
+    for new in delegated_events([*targets, *descendants], cascade):
+        tx.append_event(new)
+    return [*targets, *descendants], stored
