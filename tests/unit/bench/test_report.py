@@ -82,3 +82,16 @@ def test_layers_are_judged_against_the_first_side_and_printed_with_their_added_c
 
 def test_a_results_file_without_layers_prints_no_layer_section() -> None:
     assert "where the ratio goes" not in report.table({"exchange": [], "layers": None})
+
+
+def test_verification_rows_are_judged_except_the_bare_signature_ceiling() -> None:
+    figure = {"per_second": 12_000.0, "p50_us": 80.0, "p99_us": 90.0}
+    slow = {"per_second": 9_000.0, "p50_us": 110.0, "p99_us": 130.0}
+    table = report.table(
+        {"exchange": [], "verify": {"taskpass sdk": slow, report.SIGNATURE_ONLY: figure}}
+    )
+
+    [sdk] = [line for line in table.splitlines() if "taskpass sdk" in line]
+    [ceiling] = [line for line in table.splitlines() if report.SIGNATURE_ONLY in line]
+    assert "BELOW TARGET" in sdk
+    assert "the ceiling" in ceiling and "target" not in ceiling.lower()
