@@ -11,6 +11,9 @@ DECISION_P50_TARGET_US = 30.0
 VERIFY_TARGET_PER_S = 10_000
 SIGNATURE_ONLY = "ES256 signature only"
 """bench.micro's row for the bare signature check: a ceiling, not judged."""
+SEEN_BEFORE = "taskpass sdk, again"
+"""bench.micro's row for the SDK verifier on tokens it verified before: not judged (the target
+is for a full check)."""
 
 
 def _mark(ok: bool) -> str:
@@ -138,11 +141,11 @@ def table(results: dict[str, Any]) -> str:
     if verify:
         lines += ["", "offline verification of an issued at+jwt with the JWKS (one core)"]
         for library, v in verify.items():
-            verdict = (
-                "the ceiling: no verifier passes faster on this machine"
-                if library == SIGNATURE_ONLY
-                else f"{_mark(v['per_second'] > VERIFY_TARGET_PER_S)}: > {VERIFY_TARGET_PER_S:,}/s"
-            )
+            verdict = f"{_mark(v['per_second'] > VERIFY_TARGET_PER_S)}: > {VERIFY_TARGET_PER_S:,}/s"
+            if library == SIGNATURE_ONLY:
+                verdict = "the ceiling of a full check on this machine"
+            elif library == SEEN_BEFORE:
+                verdict = "a credential verified before: its signature check remembered"
             lines.append(
                 f"  {library:>20}: {v['per_second']:>9.0f}/s  p50 {v['p50_us']:6.1f} us  "
                 f"[{verdict}]"

@@ -7,11 +7,19 @@ unknown one makes the key cache refetch once, within its cooldown); the signatur
 is a JSON object. Each failure is the caller's own error, built by its `refuse` from a `Refusal`
 (values that verifier.Reason and security_events.RejectReason share) and the caller's `Words`.
 
+With `cache_size`, the last tokens that passed are remembered (least recently used out): a
+relying party sees the same credential on every call its holder makes, and the signature check
+is most of a verification's cost. A remembered token passes again only while its kid still
+resolves to the very key object that verified it (the key cache makes new objects on every
+fetch, so any refresh, rotation or removal sends it through every check again); the checks
+after these (claims and expiry, binding, revocation) are the callers' and run on every call.
+
 JOSE parsing and signature checks are joserfc's.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import json
@@ -22,6 +30,7 @@ from typing import Any, Final
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import Key
 
 from taskpass.client.jwks import JwksCache
 
@@ -66,6 +75,15 @@ class _Registry(jws.JWSRegistry):
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Passed:
+    """A token that passed every check: the key that verified it, its header and payload."""
+
+    key: Key
+    header: dict[str, Any]
+    payload: bytes
+
+
 class JwsChecks:
     """The checks above for one kind of token: its `typ` values, size limit and wording."""
 
@@ -78,7 +96,10 @@ class JwsChecks:
         max_bytes: int,
         words: Words,
         refuse: Callable[[Refusal, str], Exception],
+        cache_size: int = 0,
     ) -> None:
+        if cache_size < 0:
+            raise ValueError("cache_size must be 0 (no cache) or more")
         self._keys = keys
         self._algorithms = tuple(algorithms)
         self._types = frozenset(types)
@@ -86,10 +107,19 @@ class JwsChecks:
         self._words = words
         self._refuse = refuse
         self._registry = _Registry(algorithms=self._algorithms, strict_check_header=False)
+        self._cache_size = cache_size
+        self._passed: collections.OrderedDict[str, _Passed] = collections.OrderedDict()
 
     async def open(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The header and the payload of `token` once every check has passed; the caller's
-        error for the first that fails. The key cache's errors (Unavailable) pass through."""
+        error for the first that fails. The key cache's errors (Unavailable) pass through.
+        Each call returns its own dicts: callers may keep or change them."""
+        passed = self._passed.get(token) if self._cache_size and isinstance(token, str) else None
+        if passed is not None:
+            if await self._keys.key(passed.header["kid"]) is passed.key:
+                self._passed.move_to_end(token)
+                return dict(passed.header), self._payload(passed.payload)
+            del self._passed[token]  # the keys changed since: check everything again
         signed = self._parse(token)
         header = signed.headers()
         kid = header.get("kid")
@@ -109,7 +139,12 @@ class JwsChecks:
             raise self._refuse(
                 Refusal.BAD_SIGNATURE, f"{self._words.it}'s signature does not verify"
             )
-        return header, self._payload(signed)
+        payload = self._payload(signed.payload)
+        if self._cache_size:
+            self._passed[token] = _Passed(key=key, header=dict(header), payload=signed.payload)
+            if len(self._passed) > self._cache_size:
+                self._passed.popitem(last=False)
+        return header, payload
 
     def _parse(self, token: str) -> jws.CompactSignature:
         if not isinstance(token, str) or not token or len(token) > self._max_bytes:
@@ -126,9 +161,9 @@ class JwsChecks:
             raise self._refuse(Refusal.ALGORITHM_NOT_ALLOWED, self._words.not_allowed)
         return signed
 
-    def _payload(self, signed: jws.CompactSignature) -> dict[str, Any]:
+    def _payload(self, raw: bytes) -> dict[str, Any]:
         try:
-            payload = json.loads(signed.payload)
+            payload = json.loads(raw)
         except (ValueError, TypeError) as exc:
             raise self._refuse(
                 Refusal.MALFORMED, f"{self._words.it}'s payload is not JSON"

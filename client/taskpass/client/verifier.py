@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 ACCESS_TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §4
 MAX_TOKEN_BYTES: Final = 16 * 1024
+DEFAULT_CACHE_SIZE: Final = 4096
+"""Tokens whose signature checked out, remembered (a few KiB each, so a few MiB at most)."""
 
 
 class Reason(enum.StrEnum):
@@ -145,6 +147,10 @@ class CredentialVerifier:
     `audience` is this relying party's audience (or several). `require_binding` (the default)
     refuses bearer tokens, which taskpass issues only on the JWT-SVID path; turn it off to accept
     them. A bound token is always checked against `peer_certificate` whatever this setting.
+    `cache_size` tokens whose signature checked out are remembered, so the same credential on
+    its holder's next call skips the signature check (most of a verification's cost); expiry,
+    the binding and revocation are checked on every call, and a key refresh or rotation sends a
+    remembered token through every check again. 0 turns this off.
     """
 
     def __init__(
@@ -159,6 +165,7 @@ class CredentialVerifier:
         leeway: dt.timedelta = dt.timedelta(seconds=5),
         max_age: dt.timedelta = dt.timedelta(minutes=5),
         refetch_cooldown: dt.timedelta = dt.timedelta(seconds=30),
+        cache_size: int = DEFAULT_CACHE_SIZE,
         clock: Clock | None = None,
     ) -> None:
         audiences = (audience,) if isinstance(audience, str) else tuple(audience)
@@ -173,6 +180,8 @@ class CredentialVerifier:
             )
         if leeway < dt.timedelta(0) or leeway > dt.timedelta(minutes=5):
             raise InvalidRequest("leeway: must be between 0 and 5 minutes")
+        if cache_size < 0:
+            raise InvalidRequest("cache_size: must be 0 (no cache) or more")
         self._issuer = issuer
         self._audiences = audiences
         self._revoked = _revocation_check(revocation)
@@ -202,6 +211,7 @@ class CredentialVerifier:
                 ),
             ),
             refuse=_invalid_token,
+            cache_size=cache_size,
         )
         # RFC 9068 §2.2: the claims every JWT access token carries.
         self._claims = JWTClaimsRegistry(
