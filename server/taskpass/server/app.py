@@ -65,7 +65,6 @@ from taskpass.server.policy.signing import PolicyVerifier
 from taskpass.server.policy.source import ReloadablePolicy
 from taskpass.server.readiness import ReadinessProbe
 from taskpass.server.replication.changes import ReplicaChanges
-from taskpass.server.replication.ended_keys import RemovingEndedKeys
 from taskpass.server.revocation.bans import BanList
 from taskpass.server.revocation.events import EventSigner
 from taskpass.server.revocation.hub import STOPPING, HubSettings, RevocationHub
@@ -201,13 +200,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         clock=clock,
     )
     replica = replica_name(config.issuer.key_dir)
-    shared_keys = SharedKeys(
-        ring=keys,
-        # Each renewal of this replica's keys also removes ended rows (see ended_keys.py).
-        store=RemovingEndedKeys(store.keys, clock=clock, replica=replica),
-        clock=clock,
-        replica=replica,
-    )
+    shared_keys = SharedKeys(ring=keys, store=store.keys, clock=clock, replica=replica)
     try:
         await policy.start()  # a bad or unsigned policy stops the server here
         await shared_keys.start()  # published before it signs; the other replicas' merged

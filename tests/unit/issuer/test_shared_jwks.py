@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,6 +218,11 @@ class CountingReads:
         listed = await self._store.keys.list_published(now)
         self.read.set()
         return listed
+
+    async def remove_ended(
+        self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
+    ) -> list[PublishedKey]:
+        return await self._store.keys.remove_ended(now, audit=audit)
 
 
 async def test_notify_wakes_the_loop_to_merge_a_key_published_by_another_replica(

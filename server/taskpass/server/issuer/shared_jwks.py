@@ -12,6 +12,11 @@ must verify on B, and B's JWKS must list A's key:
   shortened (see KeyStore.publish).
 - It re-reads the others' keys when told ("keys" notification, `notify()`) and every
   `refresh_interval` (the safety poll), and makes the ring publish exactly those.
+- Each publication also deletes the rows whose publication has ended: exactly those
+  list_published already leaves out, whoever published them (a replica gone for good, a key
+  retired here or elsewhere whose last token has expired), each with a `key_unshared` audit
+  record. Without it every rotation, and every replica started without its old key_dir, would
+  leave a row behind for ever. A failed removal is logged and tried again at the next one.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from taskpass.server.clock import Clock
 from taskpass.server.errors import TaskpassError
 from taskpass.server.issuer.keys import KeyRing, KeyState, SigningKey
 from taskpass.server.issuer.rotation import OnChange
-from taskpass.server.store.base import KeyStore
+from taskpass.server.store.base import KeyTable
 from taskpass.server.store.records import AuditEntry, PublishedKey
 from taskpass.server.tasks.descriptor import MAX_TTL_SECONDS
 
 log = logging.getLogger("taskpass.issuer")
 
 SERVER_ACTOR = "taskpass-server"
+UNSHARED = "key_unshared"
+"""The audit kind of a removed row: the key is in no replica's JWKS any more."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +74,7 @@ class SharedKeys:
         self,
         *,
         ring: KeyRing,
-        store: KeyStore,
+        store: KeyTable,
         clock: Clock,
         replica: str,
         settings: SharingSettings | None = None,
@@ -82,7 +89,8 @@ class SharedKeys:
         """This replica's keys (kid, state) as last published."""
 
     async def publish(self) -> list[PublishedKey]:
-        """Publish (or renew) every key of this replica's ring; returns them as stored."""
+        """Publish (or renew) every key of this replica's ring, then remove the ended rows;
+        returns this replica's keys as stored."""
         now = self._clock.now()
         own = self._own_keys()
         stored = []
@@ -94,7 +102,22 @@ class SharedKeys:
             audit = _audit(key, self._replica, now, until)
             stored.append(await self._store.publish(published, audit=audit))
         self._last_published = own
+        await self._remove_ended(now)
         return stored
+
+    async def _remove_ended(self, now: dt.datetime) -> None:
+        """Never fails the publication it follows: the next one tries again."""
+        try:
+            removed = await self._store.remove_ended(
+                now, audit=lambda key: _unshared_audit(key, self._replica, now)
+            )
+        except TaskpassError as error:
+            log.warning("taskpass: ended key publications could not be removed: %s", error.message)
+            return
+        if removed:
+            log.info(
+                "taskpass: removed ended key publications: %s", ", ".join(k.kid for k in removed)
+            )
 
     def _until(self, key: SigningKey, now: dt.datetime) -> dt.datetime:
         high_water = key.max_token_expiry
@@ -176,5 +199,20 @@ def _audit(key: SigningKey, replica: str, now: dt.datetime, until: dt.datetime) 
             "state": key.state.value,
             "replica": replica,
             "publish_until": until.isoformat(),
+        },
+    )
+
+
+def _unshared_audit(key: PublishedKey, replica: str, now: dt.datetime) -> AuditEntry:
+    """The mirror of key_shared: `replica` removed the row of a key whose publication ended."""
+    return AuditEntry(
+        kind=UNSHARED,
+        actor=SERVER_ACTOR,
+        at=now,
+        payload={
+            "kid": key.kid,
+            "published_by": key.published_by,
+            "publish_until": key.publish_until.isoformat(),
+            "removed_by": replica,
         },
     )

@@ -1,11 +1,11 @@
-"""RemovingEndedKeys: each renewal of a replica's keys removes the rows whose publication ended,
-with the real SharedKeys and key rings, on both backends."""
+"""SharedKeys.publish removes the rows whose publication ended, with real key rings, on both
+backends."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,6 @@ from taskpass.server.clock import FixedClock
 from taskpass.server.errors import Unavailable
 from taskpass.server.issuer.keys import KeyRing
 from taskpass.server.issuer.shared_jwks import SharedKeys, SharingSettings
-from taskpass.server.replication.ended_keys import RemovingEndedKeys
 from taskpass.server.store.base import MAX_PAGE, KeyTable, Store
 from taskpass.server.store.factory import open_store
 from taskpass.server.store.records import AuditEntry, PublishedKey
@@ -51,12 +50,11 @@ class Replica:
 
 
 def replica(tmp_path: Path, name: str, keys: KeyTable, clock: FixedClock) -> Replica:
-    """A replica as app.py builds one: its SharedKeys publishes through RemovingEndedKeys."""
+    """A replica as app.py builds one."""
     ring = KeyRing.load_or_create(
         tmp_path / name, algorithm="ES256", clock=clock, expiry_reservation=dt.timedelta(0)
     )
-    removing = RemovingEndedKeys(keys, clock=clock, replica=name)
-    shared = SharedKeys(ring=ring, store=removing, clock=clock, replica=name, settings=SETTINGS)
+    shared = SharedKeys(ring=ring, store=keys, clock=clock, replica=name, settings=SETTINGS)
     return Replica(ring, shared)
 
 
@@ -122,24 +120,22 @@ class FailingRemoval:
     async def list_published(self, now: dt.datetime) -> list[PublishedKey]:
         return await self._keys.list_published(now)
 
-    async def remove_ended(self, now: dt.datetime, *, audit: object) -> list[PublishedKey]:
+    async def remove_ended(
+        self, now: dt.datetime, *, audit: Callable[[PublishedKey], AuditEntry]
+    ) -> list[PublishedKey]:
         raise Unavailable("store unavailable: the database write failed; retry later")
 
 
 async def test_a_failed_removal_is_logged_and_never_fails_the_publication(
-    store: Store, clock: FixedClock, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: Store, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    removing = RemovingEndedKeys(FailingRemoval(store.keys), clock=clock, replica="a")
-    key = PublishedKey(
-        kid="kid-a", jwk={"kid": "kid-a"}, published_by="a", published_at=START, publish_until=START
-    )
+    a = replica(tmp_path, "a", FailingRemoval(store.keys), clock)
 
-    with caplog.at_level(logging.WARNING, logger="taskpass.replication"):
-        stored = await removing.publish(
-            key, audit=AuditEntry(kind="k", actor="a", at=START, payload={})
-        )
+    with caplog.at_level(logging.WARNING, logger="taskpass.issuer"):
+        stored = await a.shared.publish()
 
-    assert stored == key
+    assert [key.kid for key in stored] == [a.keys.active.kid]
+    assert await table(store) == {a.keys.active.kid}
     assert caplog.messages == [
         "taskpass: ended key publications could not be removed: "
         "store unavailable: the database write failed; retry later"
