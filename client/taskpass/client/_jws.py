@@ -32,10 +32,22 @@ from joserfc.errors import JoseError
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import Key
 
-from taskpass.client.jwks import JwksCache
+from taskpass.client.errors import InvalidRequest
+from taskpass.client.jwks import KEY_TYPES, JwksCache
 
 ALGORITHMS: Final = ("ES256", "EdDSA")
 """The default allow-list."""
+
+
+def allowed_algorithms(algorithms: Collection[str]) -> tuple[str, ...]:
+    """A verifier's allow-list, refused at construction when empty or naming an algorithm the
+    key cache cannot hold keys for (rather than failing on the first token)."""
+    unknown = set(algorithms) - set(KEY_TYPES)
+    if unknown or not algorithms:
+        raise InvalidRequest(
+            f"algorithms: choose from {', '.join(KEY_TYPES)} (got {sorted(algorithms)})"
+        )
+    return tuple(algorithms)
 
 
 class Refusal(enum.StrEnum):

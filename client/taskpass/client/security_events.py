@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from taskpass.client._jws import ALGORITHMS as ALGORITHMS
-from taskpass.client._jws import JwsChecks, Refusal, Words
+from taskpass.client._jws import JwsChecks, Refusal, Words, allowed_algorithms
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import TaskpassClientError
 from taskpass.client.jwks import JwksCache
@@ -110,7 +110,7 @@ class SecurityEventVerifier:
     ) -> None:
         self._keys = keys
         self._issuer = issuer
-        self._algorithms = tuple(algorithms)
+        self._algorithms = allowed_algorithms(algorithms)
         self._leeway = leeway
         self._clock = clock or SystemClock()
         self._jws = JwsChecks(

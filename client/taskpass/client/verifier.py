@@ -33,10 +33,10 @@ from joserfc.errors import ClaimError, ExpiredTokenError, MissingClaimError
 from joserfc.jwt import JWTClaimsRegistry
 
 from taskpass.client._jws import ALGORITHMS as ALGORITHMS
-from taskpass.client._jws import JwsChecks, Refusal, Words
+from taskpass.client._jws import JwsChecks, Refusal, Words, allowed_algorithms
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import InvalidRequest, TaskpassClientError
-from taskpass.client.jwks import JWKS_PATH, KEY_TYPES, GrpcJwks, HttpJwks, JwksCache, JwksSource
+from taskpass.client.jwks import JWKS_PATH, GrpcJwks, HttpJwks, JwksCache, JwksSource
 
 if TYPE_CHECKING:
     from taskpass.client.client import TaskpassClient
@@ -173,11 +173,7 @@ class CredentialVerifier:
             raise InvalidRequest("issuer: give the taskpass issuer the tokens must name")
         if not audiences or not all(audiences):
             raise InvalidRequest("audience: give this relying party's audience")
-        unknown = set(algorithms) - set(KEY_TYPES)
-        if unknown or not algorithms:
-            raise InvalidRequest(
-                f"algorithms: choose from {', '.join(KEY_TYPES)} (got {sorted(algorithms)})"
-            )
+        allowed = allowed_algorithms(algorithms)
         if leeway < dt.timedelta(0) or leeway > dt.timedelta(minutes=5):
             raise InvalidRequest("leeway: must be between 0 and 5 minutes")
         if cache_size < 0:
@@ -186,7 +182,7 @@ class CredentialVerifier:
         self._audiences = audiences
         self._revoked = _revocation_check(revocation)
         self._require_binding = require_binding
-        self._algorithms = tuple(algorithms)
+        self._algorithms = allowed
         self._clock = clock or SystemClock()
         self._keys = JwksCache(
             jwks,

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import pytest
 
+from taskpass.client.errors import InvalidRequest
 from taskpass.client.jwks import JwksCache
 from taskpass.client.security_events import (
     RejectedEvent,
@@ -58,3 +59,13 @@ async def test_a_set_that_is_not_a_string_is_rejected_as_malformed_without_a_fet
         "revocation event rejected (malformed): a SET is a compact JWS of 1..16384 B"
     )
     assert source.fetches == 0
+
+
+@pytest.mark.parametrize("algorithms", [(), ("HS256",), ("ES256", "none")], ids=str)
+def test_an_allow_list_it_cannot_verify_with_is_refused_at_construction(
+    clock: FixedClock, key: SigningKey, algorithms: tuple[str, ...]
+) -> None:
+    keys = JwksCache(CountingJwks(jwks(key)), algorithms=("ES256",), clock=clock)
+
+    with pytest.raises(InvalidRequest, match="algorithms: choose from ES256, EdDSA"):
+        SecurityEventVerifier(keys, algorithms=algorithms)
