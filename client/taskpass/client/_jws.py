@@ -128,10 +128,12 @@ class JwsChecks:
         Each call returns its own dicts: callers may keep or change them."""
         passed = self._passed.get(token) if self._cache_size and isinstance(token, str) else None
         if passed is not None:
+            # (The key lookup may wait for a fetch, while other calls change the cache.)
             if await self._keys.key(passed.header["kid"]) is passed.key:
-                self._passed.move_to_end(token)
+                if token in self._passed:
+                    self._passed.move_to_end(token)
                 return dict(passed.header), self._payload(passed.payload)
-            del self._passed[token]  # the keys changed since: check everything again
+            self._passed.pop(token, None)  # the keys changed since: check everything again
         signed = self._parse(token)
         header = signed.headers()
         kid = header.get("kid")

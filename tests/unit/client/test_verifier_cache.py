@@ -199,3 +199,21 @@ class _Revoked:
 
     def is_revoked(self, jti: str) -> bool:
         return jti in self._jtis
+
+
+async def test_a_token_forgotten_while_its_key_is_fetched_still_verifies(
+    source: CountingJwks, clock: FixedClock, key: SigningKey
+) -> None:
+    cached = verifier(source, clock, cache_size=1)
+    token = mint(key)
+    await verify(cached, token)
+    clock.advance(dt.timedelta(minutes=5))  # the next lookup fetches the keys again
+    fetching = source.fetch
+
+    async def fetch_while_another_call_fills_the_cache() -> Any:
+        source.fetch = fetching  # type: ignore[method-assign]
+        await verify(cached, mint(key, body=claims(jti="other", now=clock.now())))
+        return await fetching()
+
+    source.fetch = fetch_while_another_call_fills_the_cache  # type: ignore[method-assign]
+    assert await verify(cached, token) == "jti-1"
