@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,6 +324,48 @@ async def test_an_unavailable_server_is_retried_with_backoff(serve: Serve, tmp_p
         await follower.stop()
     assert follower.seqs == [1]
     assert fake.requests == [0, 0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CountedBackoff(Backoff):
+    """A short wait, each recorded with the failure count it was asked for."""
+
+    asked: list[int] = field(default_factory=list)
+
+    def delay(self, failures: int) -> float:
+        self.asked.append(failures)
+        return 0.01
+
+
+async def test_a_server_that_cannot_read_its_database_is_retried_with_backoff_and_a_warning(
+    serve: Serve, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # DATA_LOSS: only the server's operator can fix it; the watcher keeps trying (backing off,
+    # not at once as after an EndOfStream) and says why at WARNING, so a sidecar's revocations
+    # resume by themselves once the row is restored rather than freeze with the watcher gone.
+    keys = Keys(tmp_path)
+    script = [keys.event(1, "one"), heartbeat(1)]
+    fake = FakeServer(
+        scripts=[script], jwks=[keys.ring.jwks()], abort_first_with=grpc.StatusCode.DATA_LOSS
+    )
+    backoff = CountedBackoff()
+    caplog.set_level(logging.WARNING, logger="taskpass.client.watcher")
+    client = await serve(fake)
+    follower = Follower(RevocationWatcher(client, issuer=ISSUER, since=0, backoff=backoff))
+    try:
+        await follower.ready()
+    finally:
+        await follower.stop()
+    assert follower.seqs == [1]
+    assert fake.requests == [0, 0]
+    assert backoff.asked == [1]
+    logged = [r for r in caplog.records if r.name == "taskpass.client.watcher"]
+    assert [(r.levelno, r.getMessage()) for r in logged] == [
+        (
+            logging.WARNING,
+            "revocation stream refused: scripted failure; retrying with backoff after 0",
+        )
+    ]
 
 
 async def test_a_refusal_the_server_will_not_change_its_mind_on_ends_the_watcher(

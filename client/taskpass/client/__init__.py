@@ -26,6 +26,7 @@ from taskpass.client.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    StoreCorrupted,
     TaskpassClientError,
     Unavailable,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "RevocationAdmin",
     "RevocationWatcher",
     "RevokeResult",
+    "StoreCorrupted",
     "SyncCredentialVerifier",
     "SyncTaskHandle",
     "SyncTaskpassClient",

@@ -10,6 +10,7 @@ TaskpassClientError
 ├── NotFound             NOT_FOUND
 ├── ResourceExhausted    RESOURCE_EXHAUSTED  (retry_after) a rate or size limit
 ├── Unavailable          UNAVAILABLE / DEADLINE_EXCEEDED / handshake refused: retry or fix TLS
+├── StoreCorrupted       DATA_LOSS: the server's database holds a row it cannot read; not retryable
 └── InvalidToken         (verifier.py) a credential failed offline verification (`reason`)
 """
 
@@ -107,6 +108,13 @@ class Unavailable(TaskpassClientError):
     pass
 
 
+class StoreCorrupted(TaskpassClientError):
+    """The server read a row of its database that taskpass cannot have written (edited outside
+    taskpass, or damaged); the message names the table and column. Not an Unavailable: the same
+    call fails the same way until the server's operator restores or corrects the row, so do not
+    retry it (RevocationWatcher alone keeps reconnecting, with its usual backoff)."""
+
+
 def _details(error: grpc.aio.AioRpcError) -> dict[str, str]:
     details: dict[str, str] = {}
     metadata = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
@@ -135,6 +143,8 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> TaskpassClientError:
         return NotFound(message, details=details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(message, details=details)
+    if code == grpc.StatusCode.DATA_LOSS:
+        return StoreCorrupted(message, details=details)
     if code == grpc.StatusCode.UNAVAILABLE and "connection refused" in message.lower():
         return Unavailable(
             f"cannot reach the server: nothing listens there ({message}); is it running?",

@@ -11,6 +11,10 @@
 - It resumes from its cursor (the last seq it processed) after any disconnect, with exponential
   backoff and jitter; an EndOfStream from the server (it fell behind, or the server is stopping)
   reconnects at once. Without a starting cursor the server sends a snapshot first.
+- DATA_LOSS (the server cannot read a row of its database: StoreCorrupted) is reconnected after
+  too, with the same backoff, logged at WARNING with the server's message each time: only the
+  server's operator can fix it, and a watcher that raised would leave a sidecar's revocations
+  silently frozen; this one resumes on its own once the row is restored.
 - Each event is yielded once: live events at or below the cursor and snapshot events already
   seen are dropped (`duplicates` counts them).
 - Each SET is verified (see security_events.py) with keys from the server's JWKS; a forged SET,
@@ -63,6 +67,7 @@ RETRYABLE: Final = frozenset(
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,  # not by itself: once the operator restores the row
     }
 )
 
@@ -243,11 +248,18 @@ class RevocationWatcher:
                 if error.code() not in RETRYABLE:
                     raise from_rpc_error(error) from None
                 failures += 1
-                log.info(
-                    "revocation stream lost (%s); resuming after %s",
-                    error.code().name,
-                    self._cursor,
-                )
+                if error.code() == grpc.StatusCode.DATA_LOSS:
+                    log.warning(
+                        "revocation stream refused: %s; retrying with backoff after %s",
+                        error.details(),
+                        self._cursor,
+                    )
+                else:
+                    log.info(
+                        "revocation stream lost (%s); resuming after %s",
+                        error.code().name,
+                        self._cursor,
+                    )
             except Unavailable as error:  # the JWKS could not be fetched to verify an event
                 failures += 1
                 log.warning("cannot verify revocation events yet: %s", error.message)

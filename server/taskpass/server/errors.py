@@ -10,6 +10,8 @@
     ├── NotFound           NOT_FOUND
     ├── ResourceExhausted  RESOURCE_EXHAUSTED   rate or size limits
     ├── Unavailable        UNAVAILABLE          a dependency (store) is down; retry later
+    ├── StoreCorrupted     DATA_LOSS            a stored row holds a value taskpass cannot have
+    │                                           written: retrying cannot help, restore the row
     └── ConfigError        (startup only)       a config, bundle, key or policy file is wrong
 
 Domain code raises these; `taskpass.server.api.status` is the single place that maps them to gRPC.
@@ -30,6 +32,7 @@ class ErrorCode(enum.Enum):
     NOT_FOUND = "not_found"
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
+    DATA_LOSS = "data_loss"
     INTERNAL = "internal"
 
 
@@ -127,6 +130,14 @@ class ResourceExhausted(TaskpassError):
 
 class Unavailable(TaskpassError):
     code = ErrorCode.UNAVAILABLE
+
+
+class StoreCorrupted(TaskpassError):
+    """A row read from the store holds a value taskpass cannot have written (see
+    store/row_guard.py): the database was edited outside taskpass or damaged. Not Unavailable:
+    every retry reads the same row, until an operator restores or corrects it."""
+
+    code = ErrorCode.DATA_LOSS
 
 
 class ConfigError(TaskpassError):

@@ -7,7 +7,13 @@ import datetime as dt
 import grpc
 import pytest
 
-from taskpass.client.errors import ResourceExhausted, from_rpc_error
+from taskpass.client.errors import (
+    ResourceExhausted,
+    StoreCorrupted,
+    TaskpassClientError,
+    Unavailable,
+    from_rpc_error,
+)
 
 MESSAGE = "rate limit exceeded: spiffe://example.org/agents/billing-bot ...; retry in 1.50 s"
 
@@ -67,3 +73,39 @@ def test_a_malformed_retry_after_trailer_is_ignored(value: str) -> None:
     assert error.retry_after is None
     assert error.details == {"retry_after_ms": value}
     assert error.message == MESSAGE
+
+
+CORRUPTED = (
+    "store corrupted: column expires_at of table credentials holds a value taskpass cannot have "
+    "written (out of range or malformed); the database may have been edited outside taskpass or "
+    "damaged: restore the row from a backup, or correct it"
+)
+
+
+def rpc_error(code: grpc.StatusCode, message: str) -> TaskpassClientError:
+    return from_rpc_error(
+        grpc.aio.AioRpcError(
+            code,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(("x-request-id", "r-1")),
+            details=message,
+            debug_error_string=None,
+        )
+    )
+
+
+def test_data_loss_is_store_corrupted_with_the_servers_message_and_not_retryable() -> None:
+    error = rpc_error(grpc.StatusCode.DATA_LOSS, CORRUPTED)
+
+    assert type(error) is StoreCorrupted
+    # Not an Unavailable: what the SDK (a task handle's refresh) treats as "try again later".
+    assert not isinstance(error, Unavailable)
+    assert error.message == CORRUPTED
+    assert error.details == {}
+
+
+def test_unavailable_stays_unavailable() -> None:
+    error = rpc_error(grpc.StatusCode.UNAVAILABLE, "Socket closed")
+
+    assert type(error) is Unavailable
+    assert error.message.startswith("cannot reach the server (Socket closed)")

@@ -10,9 +10,9 @@ EXPECTED = {
     "AuditRecord", "AuditVerification", "Ban", "CredentialVerifier", "Denied",
     "FailedPrecondition", "Introspection", "InvalidRequest", "InvalidToken", "NotFound",
     "PermissionDenied", "PolicyInfo", "Reason", "ResourceExhausted", "Revocation",
-    "RevocationAdmin", "RevocationWatcher", "RevokeResult", "SyncCredentialVerifier",
-    "SyncTaskHandle", "SyncTaskpassClient", "Task", "TaskCredential", "TaskHandle",
-    "TaskpassClient", "TaskpassClientError", "Unavailable", "VerifiedCredential",
+    "RevocationAdmin", "RevocationWatcher", "RevokeResult", "StoreCorrupted",
+    "SyncCredentialVerifier", "SyncTaskHandle", "SyncTaskpassClient", "Task", "TaskCredential",
+    "TaskHandle", "TaskpassClient", "TaskpassClientError", "Unavailable", "VerifiedCredential",
     "from_workload_api", "from_x509_source",
 }  # fmt: skip
 
@@ -29,6 +29,6 @@ def test_every_public_name_is_importable() -> None:
 
 def test_every_public_error_is_a_taskpass_client_error() -> None:
     errors = [getattr(sdk, n) for n in sdk.__all__ if n.endswith(("Error", "Failed", "Token"))]
-    errors += [sdk.Denied, sdk.ApprovalPending, sdk.NotFound, sdk.Unavailable]
+    errors += [sdk.Denied, sdk.ApprovalPending, sdk.NotFound, sdk.Unavailable, sdk.StoreCorrupted]
     for error in errors:
         assert issubclass(error, TaskpassClientError), error

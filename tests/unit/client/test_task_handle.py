@@ -10,6 +10,7 @@ from taskpass.client.errors import (
     Denied,
     FailedPrecondition,
     InvalidRequest,
+    StoreCorrupted,
     TaskpassClientError,
     Unavailable,
 )
@@ -197,6 +198,19 @@ async def test_an_unreachable_server_leaves_the_still_valid_credential_in_use(
         assert (await task.credential()).token == "token-1"
         clock.advance(dt.timedelta(minutes=1))  # now expired
         with pytest.raises(Unavailable):
+            await task.credential()
+        tasks.exchange_error = None
+
+
+async def test_a_refresh_the_servers_database_cannot_answer_is_raised_not_papered_over(
+    tasks: FakeTasks, clock: FixedClock
+) -> None:
+    # Not Unavailable: the server answered, and will answer the same until its operator restores
+    # the row, so the still-valid credential is not handed out as if the server were just down.
+    async with handle(tasks, clock) as task:
+        clock.advance(dt.timedelta(minutes=9))
+        tasks.exchange_error = StoreCorrupted("store corrupted: column state of table tasks ...")
+        with pytest.raises(StoreCorrupted, match="column state of table tasks"):
             await task.credential()
         tasks.exchange_error = None
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from taskpass.server.errors import Unavailable
+from taskpass.server.errors import ErrorCode, StoreCorrupted
 from taskpass.server.store.row_guard import Column, positive, reads, timestamp_out_of_range
 
 RESTORE = (
@@ -37,13 +37,14 @@ def test_a_good_row_is_read_as_the_reader_reads_it() -> None:
     ],
 )
 def test_a_bad_row_names_the_first_bad_column_it_lists(row: tuple[Any, ...], where: str) -> None:
-    with pytest.raises(Unavailable) as caught:
+    with pytest.raises(StoreCorrupted) as caught:
         thing_from_row(row)
 
     assert caught.value.message == (
-        f"store unavailable: {where} holds a value taskpass cannot have written "
+        f"store corrupted: {where} holds a value taskpass cannot have written "
         f"(out of range or malformed); {RESTORE}"
     )
+    assert caught.value.code is ErrorCode.DATA_LOSS
     assert isinstance(caught.value.__cause__, ValueError)
 
 
@@ -83,7 +84,11 @@ def test_positive_takes_integers_from_one(value: Any, ok: bool) -> None:
 def test_a_timestamp_postgres_holds_but_python_cannot_names_the_table_read(
     sql: str | None, where: str
 ) -> None:
-    assert timestamp_out_of_range(sql).message == (
-        f"store unavailable: a timestamp in {where} is outside the years 1 to 9999 that "
+    error = timestamp_out_of_range(sql)
+
+    assert isinstance(error, StoreCorrupted)
+    assert error.code is ErrorCode.DATA_LOSS
+    assert error.message == (
+        f"store corrupted: a timestamp in {where} is outside the years 1 to 9999 that "
         f"taskpass reads; {RESTORE}"
     )

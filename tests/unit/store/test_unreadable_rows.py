@@ -1,6 +1,7 @@
 """A row edited outside taskpass with a value it cannot read (out of range, malformed) is a clear
-Unavailable naming the table and the column, read through the public store API, never an
-OverflowError or ValueError from inside a codec (see store/row_guard.py)."""
+StoreCorrupted (DATA_LOSS, not a retryable UNAVAILABLE) naming the table and the column, read
+through the public store API, never an OverflowError or ValueError from inside a codec (see
+store/row_guard.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from taskpass.server.errors import Unavailable
+from taskpass.server.errors import ErrorCode, StoreCorrupted
 from taskpass.server.store.base import MAX_PAGE, Store
 from taskpass.server.store.postgres import PostgresStore
 from taskpass.server.store.records import BanRecord
@@ -36,14 +37,14 @@ Read = Callable[[Store], Awaitable[object]]
 
 def bad_column(table: str, column: str) -> str:
     return (
-        f"store unavailable: column {column} of table {table} holds a value taskpass cannot "
+        f"store corrupted: column {column} of table {table} holds a value taskpass cannot "
         f"have written (out of range or malformed); {RESTORE}"
     )
 
 
 def bad_timestamp(where: str) -> str:
     return (
-        f"store unavailable: a timestamp in {where} is outside the years 1 to 9999 that "
+        f"store corrupted: a timestamp in {where} is outside the years 1 to 9999 that "
         f"taskpass reads; {RESTORE}"
     )
 
@@ -185,7 +186,7 @@ def raw(path: Path) -> Iterator[sqlite3.Connection]:
         ),
     ],
 )
-async def test_sqlite_a_value_edited_out_of_range_is_unavailable_naming_table_and_column(
+async def test_sqlite_a_value_edited_out_of_range_is_store_corrupted_naming_table_and_column(
     tmp_path: Path, edit: str, read: str, message: str
 ) -> None:
     path = tmp_path / "taskpass.db"
@@ -194,10 +195,11 @@ async def test_sqlite_a_value_edited_out_of_range_is_unavailable_naming_table_an
         with raw(path) as conn:
             conn.execute(edit)
 
-        with pytest.raises(Unavailable) as caught:
+        with pytest.raises(StoreCorrupted) as caught:
             await READS[read](store)
 
     assert caught.value.message == message
+    assert caught.value.code is ErrorCode.DATA_LOSS
 
 
 # -- PostgreSQL: the rows edited by a superuser, triggers off --------------------------------
@@ -264,7 +266,7 @@ async def test_sqlite_a_value_edited_out_of_range_is_unavailable_naming_table_an
         ),
     ],
 )
-async def test_postgres_a_value_edited_out_of_range_is_unavailable_naming_table_and_column(
+async def test_postgres_a_value_edited_out_of_range_is_store_corrupted_naming_table_and_column(
     pg_dsn: str, edit: str, read: str, message: str
 ) -> None:
     async with PostgresStore(pg_dsn) as store:
@@ -273,7 +275,8 @@ async def test_postgres_a_value_edited_out_of_range_is_unavailable_naming_table_
             await conn.execute("SET session_replication_role = replica")  # no triggers
             await conn.execute(edit)
 
-        with pytest.raises(Unavailable) as caught:
+        with pytest.raises(StoreCorrupted) as caught:
             await READS[read](store)
 
     assert caught.value.message == message
+    assert caught.value.code is ErrorCode.DATA_LOSS

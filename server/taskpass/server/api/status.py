@@ -24,6 +24,7 @@ GRPC_CODES: dict[ErrorCode, grpc.StatusCode] = {
     ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorCode.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
     ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -51,6 +52,10 @@ async def abort_with(
         code, message, trailers = status_of(error)
         if error.code is ErrorCode.INTERNAL:
             log.error("internal error: %s", message, exc_info=error)
+        elif error.code is ErrorCode.DATA_LOSS:
+            # The operator's to fix, not the caller's. No traceback: the codec's exception text
+            # can quote the bad value itself.
+            log.error("%s", message)
         await context.abort(code, message, trailing_metadata=(*kept, *trailers))
     log.error("unexpected error", exc_info=error)
     await context.abort(

@@ -4,8 +4,9 @@ taskpass writes only values it can read back. A row holding one it cannot (a tim
 the years 1-9999 of Python's datetime, a seq below 1, text where a number belongs, JSON that does
 not parse) was edited outside taskpass, or damaged. Reading it must not raise OverflowError or
 ValueError from deep inside a codec, answered as an INTERNAL error nobody can act on: it is
-Unavailable, naming the table and the column, as the store reports every other fault of the
-deployment while serving (postgres_errors).
+StoreCorrupted (gRPC DATA_LOSS), naming the table and the column. Not Unavailable, which tells
+clients to retry: every retry reads the same row until an operator restores or corrects it. The
+message never quotes the value (a row may hold anything).
 
 Each row reader is wrapped by `reads(table, *columns)`, listing the columns whose values can be
 wrong. A good row costs one try block; only a row that failed is examined, column by column, to
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from taskpass.server.errors import Unavailable
+from taskpass.server.errors import StoreCorrupted
 
 R = TypeVar("R")
 Row = Sequence[Any]
@@ -60,30 +61,30 @@ def reads(table: str, *columns: Column) -> Callable[[Callable[[Row], R]], Callab
     return wrap
 
 
-def unreadable(table: str, columns: Sequence[Column], row: Row) -> Unavailable:
+def unreadable(table: str, columns: Sequence[Column], row: Row) -> StoreCorrupted:
     """The error for a row of `table` that could not be read: names the first bad column."""
     for column in columns:
         try:
             column.check(row[column.index])
         except UNREADABLE:
-            return Unavailable(
-                f"store unavailable: column {column.name} of table {table} holds a value "
+            return StoreCorrupted(
+                f"store corrupted: column {column.name} of table {table} holds a value "
                 f"taskpass cannot have written (out of range or malformed); {_RESTORE}"
             )
-    return Unavailable(
-        f"store unavailable: a row of table {table} holds a value taskpass cannot have written "
+    return StoreCorrupted(
+        f"store corrupted: a row of table {table} holds a value taskpass cannot have written "
         f"(out of range or malformed); {_RESTORE}"
     )
 
 
-def timestamp_out_of_range(sql: str | None) -> Unavailable:
+def timestamp_out_of_range(sql: str | None) -> StoreCorrupted:
     """PostgreSQL holds timestamps beyond the years 1-9999 that Python's datetime (so the
     driver, while it decodes a row, before any reader sees it) can represent: the error for a
     statement that read one, naming the table it reads when `sql` is known."""
     match = None if sql is None else _TABLE.search(sql)
     where = "the database" if match is None else f"table {match.group(1)}"
-    return Unavailable(
-        f"store unavailable: a timestamp in {where} is outside the years 1 to 9999 that "
+    return StoreCorrupted(
+        f"store corrupted: a timestamp in {where} is outside the years 1 to 9999 that "
         f"taskpass reads; {_RESTORE}"
     )
 
