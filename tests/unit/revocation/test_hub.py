@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from taskpass.server.clock import FixedClock
-from taskpass.server.errors import Unavailable
+from taskpass.server.errors import StoreCorrupted, Unavailable
 from taskpass.server.revocation.hub import (
     FELL_BEHIND,
     STOPPING,
+    UNREADABLE,
     EndOfStream,
     Heartbeat,
     HubSettings,
@@ -25,6 +27,7 @@ from taskpass.server.revocation.hub import (
 from taskpass.server.store.records import RevocationEvent, RevocationSnapshot
 from taskpass.server.store.sqlite import SqliteStore
 from tests.unit.store.builders import T0, credential_revocation, entry, issue
+from tests.unit.store.test_unreadable_rows import raw
 
 from .conftest import FAST, WAIT, HubMaker, Stopwatch
 
@@ -346,3 +349,35 @@ def test_a_stream_from_a_hub_not_started_is_refused(store: SqliteStore, clock: F
     hub = RevocationHub(log=store.revocations, clock=clock, settings=HubSettings())
     with pytest.raises(RuntimeError, match="not started"):
         _ = hub.last_seq
+
+
+async def test_an_unreadable_event_ends_the_live_streams_instead_of_leaving_them_silent(
+    store: SqliteStore, hub: RevocationHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = hub.watch(0)
+    await until_heartbeat(stream)
+    await commit_in_step(store, hub, stream, 1)
+    await commit(store, "jti-2")
+    with raw(store.path) as conn:  # someone edits event 2 beyond what taskpass can read
+        conn.execute("UPDATE revocation_events SET at = 4611686018427387904 WHERE seq = 2")
+    await commit(store, "jti-3")  # readable, and after the bad one
+
+    with caplog.at_level(logging.ERROR, logger="taskpass.revocation"):
+        hub.notify()
+        _, end = await asyncio.wait_for(until_end(stream), WAIT)  # heartbeats alone: a failure
+
+    assert end == EndOfStream(1, UNREADABLE)
+    assert "revocation fan-out stopped, 1 streams ended" in caplog.text
+    assert "revocation_events" in caplog.text
+    with pytest.raises(StoreCorrupted, match="revocation_events"):  # a reconnect: DATA_LOSS
+        await next_item(hub.watch(1))
+
+
+async def until_end(stream: Stream) -> tuple[list[StreamItem], EndOfStream]:
+    """Everything before the stream's end (heartbeats included), and the end."""
+    before: list[StreamItem] = []
+    while True:
+        item = await next_item(stream)
+        if isinstance(item, EndOfStream):
+            return before, item
+        before.append(item)

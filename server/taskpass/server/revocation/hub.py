@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from taskpass.server.clock import Clock
-from taskpass.server.errors import TaskpassError
+from taskpass.server.errors import StoreCorrupted, TaskpassError
 from taskpass.server.store.base import MAX_PAGE, RevocationLog
 from taskpass.server.store.records import RevocationEvent
 
@@ -80,6 +80,10 @@ StreamItem = SnapshotChunk | RevocationEvent | Heartbeat | EndOfStream
 
 FELL_BEHIND = "the subscriber fell too far behind; resume after the given seq"
 STOPPING = "the server is stopping; resume after the given seq"
+UNREADABLE = (
+    "the revocation log holds a row the server cannot read (the database may have been edited); "
+    "resume after the given seq once it is repaired"
+)
 
 
 class Subscription:
@@ -185,6 +189,8 @@ class RevocationHub:
         self._subscribers: set[Subscription] = set()
         self._ended: set[Subscription] = set()
         self._last: int | None = None
+        self._unreadable = False
+        """The last read of the log found a row it cannot read (StoreCorrupted)."""
 
     @property
     def settings(self) -> HubSettings:
@@ -247,15 +253,37 @@ class RevocationHub:
         while True:
             try:
                 events = await self._log.read_after(self.last_seq, limit=MAX_PAGE)
+            except StoreCorrupted as error:
+                # Retrying cannot help until someone repairs the row, and a stream that only
+                # gets heartbeats meanwhile would look live while missing every revocation
+                # after it: end the streams (their catch-up reads then answer DATA_LOSS).
+                self._end_all(UNREADABLE, error)
+                return offered
             except TaskpassError as error:
                 log.warning("revocation log read failed, retrying at the next poll: %s", error)
                 return offered
+            self._unreadable = False
             for event in events:
                 self._offer(event)
                 self._last = event.seq
             offered += len(events)
             if len(events) < MAX_PAGE:
                 return offered
+
+    def _end_all(self, reason: str, error: StoreCorrupted) -> None:
+        """End every live stream; said at ERROR when the log turns unreadable and whenever
+        streams are ended for it (new ones subscribe only if their catch-up read passed)."""
+        if self._subscribers or not self._unreadable:
+            log.error(
+                "revocation fan-out stopped, %d streams ended: %s",
+                len(self._subscribers),
+                error.message,
+            )
+        self._unreadable = True
+        for sub in self._subscribers:
+            sub.end(reason)
+        self._ended.update(self._subscribers)
+        self._subscribers.clear()
 
     def _offer(self, event: RevocationEvent) -> None:
         overflowed = [sub for sub in self._subscribers if not sub.offer(event)]
