@@ -14,7 +14,7 @@ import pytest
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import Unavailable
 from taskpass.server.issuer.keys import KeyRing
-from taskpass.server.issuer.shared_jwks import SharedKeys, SharingSettings
+from taskpass.server.issuer.shared_jwks import REMOVAL_MARGIN, SharedKeys, SharingSettings
 from taskpass.server.store.base import MAX_PAGE, KeyTable, Store
 from taskpass.server.store.factory import open_store
 from taskpass.server.store.records import AuditEntry, PublishedKey
@@ -72,14 +72,17 @@ async def test_a_renewal_removes_a_gone_replicas_ended_key_and_keeps_a_retired_k
     old = a.keys.active
     a.keys.note_issued(old.kid, START + 2 * LEASE)  # a token outliving its key's lease
     await a.shared.start()
-    clock.advance(LEASE + MINUTE)  # the gone replica's lease has ended
+    clock.advance(LEASE + MINUTE)  # the gone replica's lease has ended, within the margin
     new = a.keys.rotate()
     a.keys.promote()  # `old` retired: published until its last token expires
+    await a.shared.publish()
+    assert await table(store) == {gone.keys.active.kid, old.kid, new.kid}
 
-    await a.shared.publish()  # the renewal
+    clock.advance(REMOVAL_MARGIN)  # the renewal after the margin
+    await a.shared.publish()
 
     assert await table(store) == {old.kid, new.kid}
-    clock.advance(LEASE)  # past old's last token
+    clock.advance(LEASE)  # past old's last token, and the margin
     await a.shared.publish()
     assert await table(store) == {new.kid}
     records = await store.audit.read(limit=MAX_PAGE)

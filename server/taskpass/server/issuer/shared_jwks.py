@@ -12,11 +12,14 @@ must verify on B, and B's JWKS must list A's key:
   shortened (see KeyStore.publish).
 - It re-reads the others' keys when told ("keys" notification, `notify()`) and every
   `refresh_interval` (the safety poll), and makes the ring publish exactly those.
-- Each publication also deletes the rows whose publication has ended: exactly those
-  list_published already leaves out, whoever published them (a replica gone for good, a key
-  retired here or elsewhere whose last token has expired), each with a `key_unshared` audit
-  record. Without it every rotation, and every replica started without its old key_dir, would
-  leave a row behind for ever. A failed removal is logged and tried again at the next one.
+- Each publication also deletes the rows whose publication ended more than `REMOVAL_MARGIN`
+  ago: rows list_published already leaves out, whoever published them (a replica gone for
+  good, a key retired here or elsewhere whose last token has expired), each with a
+  `key_unshared` audit record. The margin is for clocks: any replica deletes for all of them,
+  and one whose clock runs ahead must not take a key out of the others' JWKS while their
+  relying parties (with their own leeway) may still be shown tokens it signed. Without the
+  deletion, every rotation, and every replica started without its old key_dir, would leave a
+  row behind for ever. A failed removal is logged and tried again at the next one.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ log = logging.getLogger("taskpass.issuer")
 
 SERVER_ACTOR = "taskpass-server"
 UNSHARED = "key_unshared"
+REMOVAL_MARGIN = dt.timedelta(minutes=5)
+"""How long after its publication ended a row is deleted (clock skew between replicas, plus
+relying parties' leeway)."""
 """The audit kind of a removed row: the key is in no replica's JWKS any more."""
 
 
@@ -109,7 +115,7 @@ class SharedKeys:
         """Never fails the publication it follows: the next one tries again."""
         try:
             removed = await self._store.remove_ended(
-                now, audit=lambda key: _unshared_audit(key, self._replica, now)
+                now - REMOVAL_MARGIN, audit=lambda key: _unshared_audit(key, self._replica, now)
             )
         except TaskpassError as error:
             log.warning("taskpass: ended key publications could not be removed: %s", error.message)
