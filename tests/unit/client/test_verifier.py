@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -522,3 +523,46 @@ def test_a_misconfigured_verifier_is_refused_at_construction(
 def test_for_issuer_reads_the_keys_taskpass_publishes_under_its_issuer_url(issuer: str) -> None:
     verifier = CredentialVerifier.for_issuer(issuer, audience=AUDIENCE)
     assert verifier.keys.source.name == "https://taskpass.example.org/.well-known/jwks.json"
+
+
+# Claim values RFC 7519 rules out, which only a signing key's holder could have put in a token.
+ODD_CLAIMS: list[tuple[str, dict[str, Any], Reason]] = [
+    ("audience-list-with-a-non-string", {"aud": [AUDIENCE, 7]}, Reason.WRONG_AUDIENCE),
+    ("audience-empty-list", {"aud": []}, Reason.WRONG_AUDIENCE),
+    ("issuer-empty", {"iss": ""}, Reason.WRONG_ISSUER),
+    ("exp-nan", {"exp": float("nan")}, Reason.INVALID_CLAIM),
+    ("exp-true", {"exp": True}, Reason.INVALID_CLAIM),
+    ("exp-infinite", {"exp": float("inf")}, Reason.INVALID_CLAIM),
+    ("sub-empty", {"sub": ""}, Reason.INVALID_CLAIM),
+    ("jti-empty", {"jti": ""}, Reason.INVALID_CLAIM),
+    ("nbf-a-string", {"nbf": "soon"}, Reason.NOT_YET_VALID),
+    ("iat-true", {"iat": True}, Reason.NOT_YET_VALID),
+    ("iss-null", {"iss": None}, Reason.MISSING_CLAIM),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"), [(c, r) for _, c, r in ODD_CLAIMS], ids=[i for i, _, _ in ODD_CLAIMS]
+)
+async def test_claim_values_outside_rfc_7519_are_refused_with_their_reason(
+    verifier: CredentialVerifier, key: SigningKey, changes: dict[str, Any], reason: Reason
+) -> None:
+    # json.dumps, not the issuer's encoder, which refuses NaN and infinities as it should
+    payload = json.dumps({**claims(), **changes}).encode()
+    assert (await refused(verifier, _payload_bytes(key, payload))).reason is reason
+
+
+async def test_a_float_exp_in_the_future_is_a_valid_numeric_date(
+    verifier: CredentialVerifier, key: SigningKey
+) -> None:
+    exp = (NOW + dt.timedelta(minutes=5)).timestamp() + 0.5
+    credential = await verifier.verify(
+        mint(key, body=claims(exp=exp)), peer_certificate=AGENT_CERT.der
+    )
+    assert credential.jti == "jti-1"
+
+
+async def test_missing_claims_are_all_named(verifier: CredentialVerifier, key: SigningKey) -> None:
+    error = await refused(verifier, mint(key, body=claims(omit=["sub", "exp", "aud"])))
+    assert error.reason is Reason.MISSING_CLAIM
+    assert error.message == "the token lacks required claims (aud,exp,sub)"
