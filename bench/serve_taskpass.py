@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 
 from bench import cuts
-from taskpass.server.app import TaskpassServer, freeze_startup_heap
+from taskpass.server.app import TaskpassServer, tune_garbage_collection
 from taskpass.server.config import load_config
 from taskpass.server.store.sqlite import SqliteStore
 
 
 async def _serve(config_file: Path) -> None:
     server = await TaskpassServer.start(load_config(config_file))
-    freeze_startup_heap()  # as `taskpass serve` does (app.serve_forever)
+    tune_garbage_collection()  # as `taskpass serve` does (app.serve_forever)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import grpc
 from aiohttp import web
@@ -467,21 +467,37 @@ class TaskpassServer:
         await asyncio.gather(*(s.wait_for_termination() for s in self._grpc))
 
 
-def freeze_startup_heap() -> None:
-    """Keep what the server built at startup out of every later garbage collection.
+YOUNG_COLLECTION_THRESHOLD: Final = 100_000
+"""Tracked objects allocated (net of those freed) before a young collection; Python's is 700.
 
-    The modules, components and compiled policy are tens of thousands of objects that live as
-    long as the process; without this, each full collection walks them all again (measured
-    under load: 11.7 us of GC per exchange, 5.8 us with it). Call once, after startup, in the
+While an event is fanned out, every Watch stream holds a few objects alive until its message is
+sent: with 10,000 streams, tens of thousands of survivors per event. At 700, each event triggered
+hundreds of young collections that promoted those survivors to the older generations, and so
+several full collections a minute, each walking every stream's objects (up to 576 ms, measured):
+the 10,000-subscriber fan-out spent 28% of its event loop in the collector. At 100,000, the
+survivors are freed by reference counting before a collection looks at them (last subscriber
+p50 1,152 -> 582 ms, server CPU per delivery 145 -> 72 us). A young collection then takes up to
+~70 ms; cyclic garbage waits a little longer to be freed (a few MB at most)."""
+
+
+def tune_garbage_collection() -> None:
+    """Set the serving process's garbage collector for a long-lived server with many streams.
+
+    The modules, components and compiled policy built at startup are tens of thousands of objects
+    that live as long as the process: they are frozen (left out of every later collection;
+    measured under load: 11.7 us of GC per exchange, 5.8 us with it). The young generation's
+    threshold is raised as YOUNG_COLLECTION_THRESHOLD explains. Call once, after startup, in the
     process that serves (never per server in a process that starts many, such as the tests).
     """
     gc.collect()
     gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 async def serve_forever(config: ServerConfig, stop_signals: Sequence[int] = ()) -> None:
     server = await TaskpassServer.start(config)
-    freeze_startup_heap()
+    tune_garbage_collection()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in stop_signals:
