@@ -15,6 +15,7 @@ from taskpass.server.clock import FixedClock
 from taskpass.server.errors import StoreCorrupted, Unavailable
 from taskpass.server.revocation.hub import (
     FELL_BEHIND,
+    HEARTBEAT_SLOTS,
     STOPPING,
     UNREADABLE,
     EndOfStream,
@@ -153,9 +154,9 @@ async def test_live_events_reach_every_stream_once_and_in_order(
     await commit_many(store, hub, 5)
 
     for stream in streams:
-        got, beat = await until_heartbeat(stream)
+        got = await collect(stream, upto=5)  # heartbeats may come between the commits
         assert seqs(got) == [1, 2, 3, 4, 5]
-        assert len(got) == 5
+        _, beat = await until_heartbeat(stream)
         assert beat.seq == 5
 
 
@@ -232,7 +233,7 @@ async def test_a_commit_without_notify_is_found_by_the_safety_poll(
     stream = hub.watch(None)
     await until_heartbeat(stream)
     await commit(store, "quiet")  # no hub.notify()
-    got, _ = await until_heartbeat(stream)
+    got = await collect(stream, upto=1)  # within WAIT: the poll comes every 50 ms
     assert seqs(got) == [1]
 
 
@@ -325,7 +326,7 @@ async def test_a_failed_log_read_is_retried_at_the_next_poll(
         log.fail_next = 1
         await commit(store, "after-outage")
         hub.notify()
-        got, _ = await until_heartbeat(stream)
+        got = await collect(stream, upto=1)  # heartbeats may come before the next poll
     finally:
         loop.cancel()
     assert seqs(got) == [1]
@@ -381,3 +382,26 @@ async def until_end(stream: Stream) -> tuple[list[StreamItem], EndOfStream]:
         if isinstance(item, EndOfStream):
             return before, item
         before.append(item)
+
+
+async def test_heartbeats_are_spread_over_the_interval_not_sent_to_every_stream_at_once(
+    make_hub: HubMaker,
+) -> None:
+    # One stream per slot; a beat goes to one slot at a time, beat_every = interval / slots apart.
+    interval = dt.timedelta(milliseconds=500)
+    hub = make_hub(dataclasses.replace(FAST, heartbeat_interval=interval))
+    await hub.start()
+    streams = [hub.watch(None) for _ in range(HEARTBEAT_SLOTS)]
+    for stream in streams:
+        await until_heartbeat(stream)  # the one every stream gets once caught up
+    loop = asyncio.get_running_loop()
+
+    async def next_beat_at(stream: Stream) -> float:
+        await until_heartbeat(stream)
+        return loop.time()
+
+    arrivals = await asyncio.gather(*(next_beat_at(s) for s in streams))
+
+    # All at once, they would arrive within a few ms; spread, the first and the last periodic
+    # beats are (slots - 1) beats apart: 450 ms (less however late the first one is read).
+    assert max(arrivals) - min(arrivals) > interval.total_seconds() / 2.5

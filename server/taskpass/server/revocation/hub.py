@@ -80,6 +80,11 @@ StreamItem = SnapshotChunk | RevocationEvent | Heartbeat | EndOfStream
 
 FELL_BEHIND = "the subscriber fell too far behind; resume after the given seq"
 STOPPING = "the server is stopping; resume after the given seq"
+HEARTBEAT_SLOTS = 10
+"""Heartbeats go to one tenth of the streams at a time, ten times per interval (each stream
+still gets one per interval). All at once, 10,000 streams took the event loop for about half a
+second every interval, and a revocation committed then waited behind them."""
+
 UNREADABLE = (
     "the revocation log holds a row the server cannot read (the database may have been edited); "
     "resume after the given seq once it is repaired"
@@ -99,10 +104,13 @@ class Subscription:
         "ended",
         "ended_at",
         "heartbeat_due",
+        "heartbeat_slot",
         "owner",
     )
 
-    def __init__(self, capacity: int, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self, capacity: int, monotonic: Callable[[], float], *, heartbeat_slot: int = 0
+    ) -> None:
         self._capacity = capacity
         self._monotonic = monotonic
         self._items: collections.deque[RevocationEvent] = collections.deque()
@@ -115,6 +123,8 @@ class Subscription:
         self.ended: str | None = None
         self.ended_at: float | None = None
         self.heartbeat_due = False
+        self.heartbeat_slot = heartbeat_slot
+        """Which of the HEARTBEAT_SLOTS beats of an interval is this stream's."""
         self.owner: asyncio.Task[object] | None = asyncio.current_task()
 
     def offer(self, event: RevocationEvent) -> bool:
@@ -189,6 +199,7 @@ class RevocationHub:
         self._subscribers: set[Subscription] = set()
         self._ended: set[Subscription] = set()
         self._last: int | None = None
+        self._next_slot = 0
         self._unreadable = False
         """The last read of the log found a row it cannot read (StoreCorrupted)."""
 
@@ -222,21 +233,27 @@ class RevocationHub:
         """The reader loop, for the server's lifetime; on exit every stream is ended cleanly."""
         await self.start()
         loop = asyncio.get_running_loop()
-        heartbeat = self._settings.heartbeat_interval.total_seconds()
+        beat_every = self._settings.heartbeat_interval.total_seconds() / HEARTBEAT_SLOTS
         poll = self._settings.poll_interval.total_seconds()
-        next_beat = loop.time() + heartbeat
+        next_read, next_beat, slot = loop.time() + poll, loop.time() + beat_every, 0
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, min(poll, next_beat - loop.time()))):
+                    async with asyncio.timeout(max(0.0, min(next_read, next_beat) - loop.time())):
                         await self._wake.wait()
-                self._wake.clear()  # before reading: a commit during the read wakes us again
-                notified, self._notified_at = self._notified_at, None
-                if await self._fan_out() and notified is not None and self._observe is not None:
-                    self._observe(time.perf_counter() - notified)
+                # The log is read when woken or when the safety poll is due, not on the beats
+                # in between (those come ten times per heartbeat interval).
+                if self._wake.is_set() or loop.time() >= next_read:
+                    self._wake.clear()  # before reading: a commit during the read wakes us again
+                    notified, self._notified_at = self._notified_at, None
+                    offered = await self._fan_out()
+                    if offered and notified is not None and self._observe is not None:
+                        self._observe(time.perf_counter() - notified)
+                    next_read = loop.time() + poll
                 if loop.time() >= next_beat:
-                    next_beat = loop.time() + heartbeat
-                    self._beat_and_reap(self._monotonic())
+                    next_beat = loop.time() + beat_every
+                    self._beat_and_reap(slot, self._monotonic())
+                    slot = (slot + 1) % HEARTBEAT_SLOTS
         finally:
             self.close(STOPPING)
 
@@ -292,9 +309,10 @@ class RevocationHub:
             self._ended.add(sub)
             log.info("revocation stream ended before seq %d: %s", event.seq, sub.ended)
 
-    def _beat_and_reap(self, now: float) -> None:
+    def _beat_and_reap(self, slot: int, now: float) -> None:
         for sub in self._subscribers:
-            sub.beat()
+            if sub.heartbeat_slot == slot:
+                sub.beat()
         grace = self._settings.stuck_grace.total_seconds()
         for sub in list(self._ended):
             if sub.ended_at is not None and now - sub.ended_at >= grace:
@@ -321,7 +339,10 @@ class RevocationHub:
         async for event in self._replay(cursor):
             yield event
             cursor = event.seq
-        sub = Subscription(self._settings.queue_size, self._monotonic)
+        sub = Subscription(
+            self._settings.queue_size, self._monotonic, heartbeat_slot=self._next_slot
+        )
+        self._next_slot = (self._next_slot + 1) % HEARTBEAT_SLOTS
         self._subscribers.add(sub)
         if self._closed is not None:
             sub.end(self._closed)
