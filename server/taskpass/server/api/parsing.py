@@ -32,16 +32,17 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     """`deserializer`, returning Unparsed where it would raise."""
     if deserializer is None:
         return None
-    error = InvalidRequest(
-        "message",
+    message = (
         f"the request bytes are not a valid {_message_name(deserializer)}; send the message "
-        "the generated client stub builds",
+        "the generated client stub builds"
     )
 
     def deserialize(data: bytes) -> Any:
         try:
             return deserializer(data)
         except Exception:  # protobuf's DecodeError, or anything its parser trips on
-            return Unparsed(error)
+            # A new error each time: one shared instance would collect every raise's traceback
+            # (and with it each failed call's frames) for the life of the process.
+            return Unparsed(InvalidRequest("message", message))
 
     return deserialize
