@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from taskpass.server.errors import InvalidRequest
 from taskpass.server.identity.spiffe_id import InvalidSpiffeId, parse_spiffe_id
+from taskpass.server.store.audit_chain import canonical_json
 
 MAX_TASK_ID = 128
 MAX_AUDIENCE = 256
@@ -132,5 +132,9 @@ class TaskDescriptor:
 
     def digest(self) -> str:
         """SHA-256 over a canonical JSON form: what an approval and a task record are bound to."""
-        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return digest_of(self.as_dict())
+
+
+def digest_of(fields: Mapping[str, object]) -> str:
+    """`TaskDescriptor.digest()` of the descriptor whose `as_dict()` is `fields`."""
+    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()

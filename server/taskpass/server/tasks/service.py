@@ -18,7 +18,6 @@ from taskpass.server.delegation import service as delegation
 from taskpass.server.delegation.chain import Hop
 from taskpass.server.errors import (
     ApprovalRequired,
-    Conflict,
     InvalidRequest,
     PermissionDenied,
     PolicyDenied,
@@ -30,7 +29,7 @@ from taskpass.server.policy.decision import Decision, Outcome
 from taskpass.server.policy.engine import PolicyEngine
 from taskpass.server.policy.request import PolicyRequest
 from taskpass.server.revocation.service import RevocationService
-from taskpass.server.store.base import Store
+from taskpass.server.store.base import Store, reused_task
 from taskpass.server.store.records import (
     ApprovalRecord,
     ApprovalState,
@@ -290,15 +289,9 @@ class TaskService:
         known = await self._store.credentials.get_task(workload.id, task.task_id)
         if known is None:
             return
-        if known.digest != task.digest():
-            raise Conflict(
-                f"task_id already used for a different task ({task.task_id!r}): "
-                "use a new task_id for a new task"
-            )
-        if known.completed_at is not None:
-            raise Conflict(
-                f"task already completed ({task.task_id!r}): start a new task with a new task_id"
-            )
+        conflict = reused_task(known, digest=task.digest(), completed_at=known.completed_at)
+        if conflict is not None:
+            raise conflict
 
     async def _issue(
         self,
