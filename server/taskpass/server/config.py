@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.issuer.keys import Algorithm
-from taskpass.server.store.postgres_notify import check_channel
-from taskpass.server.store.postgres_writer import EVENTS_CHANNEL
+from taskpass.server.store.postgres_notify import EVENTS_CHANNEL, check_channel
 
 
 @dataclass(frozen=True, slots=True)

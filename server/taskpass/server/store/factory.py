@@ -16,8 +16,7 @@ from pathlib import Path
 from taskpass.server.errors import ConfigError
 from taskpass.server.store.base import Store
 from taskpass.server.store.postgres import PostgresStore
-from taskpass.server.store.postgres_notify import check_channel
-from taskpass.server.store.postgres_writer import EVENTS_CHANNEL
+from taskpass.server.store.postgres_notify import EVENTS_CHANNEL
 from taskpass.server.store.sqlite import SqliteStore
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -42,10 +41,9 @@ def open_store(dsn: str, *, notify_channel: str = EVENTS_CHANNEL) -> Store:
         return SqliteStore(_sqlite_path(dsn[len(_SQLITE_PREFIX) :]))
     if scheme in _POSTGRES_SCHEMES:
         try:
-            check_channel(notify_channel)
-        except ValueError as exc:
+            return PostgresStore(dsn, events_channel=notify_channel)
+        except ValueError as exc:  # the channel name (the pool sizes are the defaults here)
             raise ConfigError(f"store.notify_channel: {exc}") from exc
-        return PostgresStore(dsn, events_channel=notify_channel)
     raise ConfigError(
         f"unsupported store DSN scheme {scheme!r}: use sqlite:///PATH or postgresql://..."
     )

@@ -46,7 +46,6 @@ from taskpass.server.store.postgres_listen import (
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import (
     DEFAULT_MAX_BATCH,
-    EVENTS_CHANNEL,
     PgBatchWriter,
     PgWriteTx,
 )
@@ -283,7 +282,7 @@ class PostgresStore:
         dsn: str,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
-        events_channel: str = EVENTS_CHANNEL,
+        events_channel: str = postgres_notify.EVENTS_CHANNEL,
         pool_min_size: int = 1,
         pool_max_size: int = 10,
         connect_timeout: dt.timedelta = DEFAULT_CONNECT_TIMEOUT,

@@ -26,6 +26,11 @@ APPROVAL_PREFIX = "approval:"
 KEYS_TOPIC = "keys"
 MAX_PAYLOAD_BYTES = 7000
 
+EVENTS_CHANNEL = "taskpass_events"
+"""The default NOTIFY channel: the payload says what changed; listeners re-read. Channels are
+database-wide: deployments sharing a database in different schemas should each use their own
+(they would only cost each other spurious re-reads)."""
+
 CHANNEL_RULE = (
     "1 to 63 characters, lower-case letters a-z, digits and underscores, "
     "starting with a letter or an underscore"

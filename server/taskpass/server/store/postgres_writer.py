@@ -48,10 +48,6 @@ T = TypeVar("T")
 
 DEFAULT_MAX_BATCH = 256
 WRITE_LOCK = 0x74707772  # "tpwr"; see postgres_schema.MIGRATION_LOCK
-EVENTS_CHANNEL = "taskpass_events"
-"""The default NOTIFY channel: the payload says what changed (postgres_notify); listeners re-read.
-Channels are database-wide: deployments sharing a database in different schemas should each
-use their own (they would only cost each other spurious re-reads)."""
 
 _LOCK = f"SELECT pg_advisory_xact_lock($1, {SCHEMA_KEY})"
 _HEADS = """
@@ -158,7 +154,7 @@ class _NotCommitted(Exception):
 
 class PgBatchWriter:
     def __init__(
-        self, *, max_batch: int = DEFAULT_MAX_BATCH, channel: str = EVENTS_CHANNEL
+        self, *, max_batch: int = DEFAULT_MAX_BATCH, channel: str = postgres_notify.EVENTS_CHANNEL
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
