@@ -33,8 +33,8 @@ from typing import Any
 
 import asyncpg
 
+from bench import revocation_fanout
 from bench.loadgen import percentile
-from taskpass._proto.v1 import credential_pb2 as cpb
 from taskpass._proto.v1 import credential_pb2_grpc as cpb_grpc
 from taskpass._proto.v1 import revocation_pb2 as pb
 from taskpass._proto.v1 import revocation_pb2_grpc as pb_grpc
@@ -128,23 +128,7 @@ async def issue(cluster: Cluster, count: int) -> list[str]:
     """`count` credentials, exchanged on replica A, 20 at a time."""
     async with cluster.client(0, BILLING_BOT) as agent:
         stub = cpb_grpc.CredentialServiceStub(agent.channel)
-        jtis: list[str] = []
-        for start in range(0, count, 20):
-            requests = [
-                cpb.ExchangeRequest(
-                    task=cpb.TaskDescriptor(
-                        task_id=f"bench-{n}",
-                        audience="payments-api",
-                        action="read",
-                        sensitivity=cpb.SENSITIVITY_INTERNAL,
-                        requested_ttl_seconds=600,
-                    )
-                )
-                for n in range(start, min(count, start + 20))
-            ]
-            responses = await asyncio.gather(*(stub.Exchange(r) for r in requests))
-            jtis.extend(r.credential.jti for r in responses)
-    return jtis
+        return await revocation_fanout.issue(stub, "bench", count, ttl_seconds=600)
 
 
 async def measure(cluster: Cluster, rounds: int, warmup: int) -> dict[str, Any]:

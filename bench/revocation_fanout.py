@@ -255,7 +255,9 @@ class Subscribers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def issue(agent: cpb_grpc.CredentialServiceAsyncStub, prefix: str, count: int) -> list[str]:
+async def issue(
+    agent: cpb_grpc.CredentialServiceAsyncStub, prefix: str, count: int, *, ttl_seconds: int = 900
+) -> list[str]:
     """`count` credentials to revoke later, exchanged 20 at a time before anything is measured."""
     jtis: list[str] = []
     for start in range(0, count, 20):
@@ -266,7 +268,7 @@ async def issue(agent: cpb_grpc.CredentialServiceAsyncStub, prefix: str, count: 
                     audience="payments-api",
                     action="read",
                     sensitivity=cpb.SENSITIVITY_INTERNAL,
-                    requested_ttl_seconds=900,
+                    requested_ttl_seconds=ttl_seconds,
                 )
             )
             for n in range(start, min(count, start + 20))
