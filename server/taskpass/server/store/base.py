@@ -16,15 +16,16 @@ Rules every backend keeps:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from taskpass.server.errors import Conflict, InvalidRequest
+from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from taskpass.server.store.cascade import CascadeEvent
 from taskpass.server.store.records import (
     ApprovalRecord,
+    ApprovalState,
     AuditEntry,
     AuditRecord,
     BanRecord,
@@ -62,6 +63,59 @@ def reused_task(task: TaskRecord, *, digest: str, completed_at: object) -> Confl
             f"task already completed ({task.task_id!r}): start a new task with a new task_id"
         )
     return None
+
+
+def why_not(stored: ApprovalRecord | None, approval_id: str, at: dt.datetime) -> Exception:
+    """The error for a conditional update that matched no row, from the row as it is."""
+    if stored is None:
+        return NotFound(f"no approval {approval_id!r}")
+    return Conflict(f"approval {approval_id} {_STATE_PHRASES[stored.effective_state(at)]}")
+
+
+def not_usable(
+    stored: ApprovalRecord | None,
+    approval_id: str,
+    *,
+    requester: str,
+    digest: str,
+    parent_jti: str | None,
+    at: dt.datetime,
+) -> Exception:
+    """The error for a consume that matched no row: the binding that differs, else why_not."""
+    if stored is not None and stored.requester != requester:
+        return PermissionDenied(f"approval {approval_id} was granted to another requester")
+    if stored is not None and stored.digest != digest:
+        return PermissionDenied(
+            f"approval {approval_id} was granted for another task (digest differs):"
+            " ask for an approval of this task"
+        )
+    if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
+        return PermissionDenied(
+            f"approval {approval_id} does not cover this request: {mismatch}; "
+            "ask for a new approval"
+        )
+    return why_not(stored, approval_id, at)
+
+
+_STATE_PHRASES = {
+    ApprovalState.PENDING: "is still pending: an approver has not decided it yet",
+    ApprovalState.APPROVED: "was already approved",
+    ApprovalState.DENIED: "was denied",
+    ApprovalState.CONSUMED: "was already used: an approval is single use, ask for a new one",
+    ApprovalState.EXPIRED: "has expired: ask for a new approval",
+}
+
+
+def different_key(kid: str) -> Conflict:
+    return Conflict(
+        f"key {kid} is already published with a different JWK: a kid is the key's thumbprint, "
+        "so the publishing replica's key files are corrupt"
+    )
+
+
+def keys_oldest_first(keys: Iterable[PublishedKey]) -> list[PublishedKey]:
+    """Keys in list_published's order: oldest publication first."""
+    return sorted(keys, key=lambda key: (key.published_at, key.kid))
 
 
 class CredentialStore(Protocol):

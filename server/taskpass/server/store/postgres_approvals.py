@@ -5,7 +5,7 @@ Every state change is one conditional UPDATE inside the writer's transaction (wh
 write lock), so of two approvers, or two exchanges presenting one grant, on any replicas,
 exactly one wins. Every change is announced (NOTIFY, naming the approval) so an exchange waiting
 on another replica, or an approver watching there, learns of it at once. Why a change matched
-no row (the errors and their words) is decided as on SQLite, by sqlite_approvals' why_not and
+no row (the errors and their words) is decided as on SQLite, by store.base's why_not and
 not_usable.
 """
 
@@ -13,71 +13,51 @@ from __future__ import annotations
 
 import datetime as dt
 
-from taskpass.server.store.base import check_page
+from taskpass.server.store.base import check_page, not_usable, why_not
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import approval_topic
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
-from taskpass.server.store.sqlite_approvals import not_usable, why_not
+from taskpass.server.store.row_codec import APPROVALS
 
-# Column lists follow the order of row_codec.APPROVALS.
-_INSERT = """
-    INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
-        digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
-        approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
-        decided_at, reason, consumed_at, parent_jti)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22, $23, $24)"""
-_SELECT = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
-    FROM approvals WHERE approval_id = $1"""
-_LATEST = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
+# Every statement reads or writes the columns in row_codec.APPROVALS's order, as the codec does.
+_COLUMNS = ", ".join(APPROVALS.names)
+_PLACEHOLDERS = ", ".join(f"${n}" for n in range(1, len(APPROVALS.names) + 1))
+_INSERT = f"""
+    INSERT INTO approvals ({_COLUMNS})
+    VALUES ({_PLACEHOLDERS})"""  # noqa: S608 - constants
+_SELECT = f"""
+    SELECT {_COLUMNS}
+    FROM approvals WHERE approval_id = $1"""  # noqa: S608 - constants
+_LATEST = f"""
+    SELECT {_COLUMNS}
     FROM approvals WHERE requester = $1 AND digest = $2
-    ORDER BY created_at DESC, ord DESC LIMIT 1"""
+    ORDER BY created_at DESC, ord DESC LIMIT 1"""  # noqa: S608 - constants
 # What blocks a new request for the same task: a live one asked under the same parent
 # credential (NULL, no parent, matches only NULL), or a denial under any parent (final for
 # that task: a new parent credential does not reopen what an approver refused).
-_IN_FORCE = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
+_IN_FORCE = f"""
+    SELECT {_COLUMNS}
     FROM approvals WHERE requester = $1 AND digest = $2
         AND (state = 'denied'
              OR (state IN ('pending', 'approved') AND expires_at > $3
                  AND parent_jti IS NOT DISTINCT FROM $4))
-    ORDER BY created_at DESC, ord DESC LIMIT 1"""
-_PENDING = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
+    ORDER BY created_at DESC, ord DESC LIMIT 1"""  # noqa: S608 - constants
+_PENDING = f"""
+    SELECT {_COLUMNS}
     FROM approvals WHERE state = 'pending' AND expires_at > $1
-    ORDER BY created_at, ord LIMIT $2"""
-_DECIDE = """
+    ORDER BY created_at, ord LIMIT $2"""  # noqa: S608 - constants
+_DECIDE = f"""
     UPDATE approvals SET state = $1, decided_by = $2, decided_at = $3, reason = $4,
         expires_at = $5
     WHERE approval_id = $6 AND state = 'pending' AND expires_at > $3
-    RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti"""
-_CONSUME = """
+    RETURNING {_COLUMNS}"""  # noqa: S608 - constants
+_CONSUME = f"""
     UPDATE approvals SET state = 'consumed', consumed_at = $1
     WHERE approval_id = $2 AND state = 'approved' AND expires_at > $1
         AND requester = $3 AND digest = $4 AND parent_jti IS NOT DISTINCT FROM $5
-    RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti"""
+    RETURNING {_COLUMNS}"""  # noqa: S608 - constants
 
 
 async def _one(tx: PgWriteTx, sql: str, *args: object) -> ApprovalRecord | None:

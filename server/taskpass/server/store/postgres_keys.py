@@ -12,12 +12,12 @@ import datetime as dt
 from collections.abc import Callable
 
 from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.base import different_key, keys_oldest_first
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import KEYS_TOPIC
 from taskpass.server.store.postgres_reader import PgReader
 from taskpass.server.store.postgres_writer import PgBatchWriter, PgWriteTx
 from taskpass.server.store.records import AuditEntry, PublishedKey
-from taskpass.server.store.sqlite_keys import different_key, oldest_first
 
 # Column order follows row_codec.PUBLISHED_KEYS.
 _SELECT = """
@@ -75,7 +75,7 @@ class PostgresKeys:
         # Not announced: what list_published returns does not change, so no replica need re-read.
         async def run(tx: PgWriteTx) -> list[PublishedKey]:
             rows = await tx.conn.fetch(_REMOVE_ENDED, now)
-            removed = oldest_first(codec.key_from_row(row) for row in rows)
+            removed = keys_oldest_first(codec.key_from_row(row) for row in rows)
             for key in removed:
                 await tx.append_audit(audit(key))
             return removed

@@ -9,67 +9,47 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Protocol
 
-from taskpass.server.errors import Conflict, NotFound, PermissionDenied
-from taskpass.server.store.base import check_page
+from taskpass.server.store.base import check_page, not_usable, why_not
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
-from taskpass.server.store.row_codec import Row
+from taskpass.server.store.row_codec import APPROVALS, Row
 from taskpass.server.store.sqlite_codec import codec, to_db_time
 from taskpass.server.store.sqlite_writer import BatchWriter, WriteTx
 
-# Column lists follow the order of row_codec.APPROVALS.
-_INSERT = """
-    INSERT INTO approvals (approval_id, requester, requester_method, cert_thumbprint, task_id,
-        digest, descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules,
-        approver_groups, policy_version, decision_id, state, created_at, expires_at, decided_by,
-        decided_at, reason, consumed_at, parent_jti)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
-_SELECT = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
-    FROM approvals WHERE approval_id = ?"""
-_LATEST = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
+# Every statement reads or writes the columns in row_codec.APPROVALS's order, as the codec does.
+_COLUMNS = ", ".join(APPROVALS.names)
+_PLACEHOLDERS = ", ".join("?" for _ in APPROVALS.names)
+_INSERT = f"""
+    INSERT INTO approvals ({_COLUMNS})
+    VALUES ({_PLACEHOLDERS})"""  # noqa: S608 - constants
+_SELECT = f"""
+    SELECT {_COLUMNS}
+    FROM approvals WHERE approval_id = ?"""  # noqa: S608 - constants
+_LATEST = f"""
+    SELECT {_COLUMNS}
     FROM approvals WHERE requester = ? AND digest = ?
-    ORDER BY created_at DESC, rowid DESC LIMIT 1"""
+    ORDER BY created_at DESC, rowid DESC LIMIT 1"""  # noqa: S608 - constants
 # What blocks a new request for the same task: a live one asked under the same parent
 # credential (`IS`: NULL, no parent, matches only NULL), or a denial under any parent (final
 # for that task: a new parent credential does not reopen what an approver refused).
-_IN_FORCE = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
+_IN_FORCE = f"""
+    SELECT {_COLUMNS}
     FROM approvals WHERE requester = ? AND digest = ?
         AND (state = 'denied'
              OR (state IN ('pending', 'approved') AND expires_at > ? AND parent_jti IS ?))
-    ORDER BY created_at DESC, rowid DESC LIMIT 1"""
-_PENDING = """
-    SELECT approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti
+    ORDER BY created_at DESC, rowid DESC LIMIT 1"""  # noqa: S608 - constants
+_PENDING = f"""
+    SELECT {_COLUMNS}
     FROM approvals WHERE state = 'pending' AND expires_at > ?
-    ORDER BY created_at, rowid LIMIT ?"""
-_DECIDE = """
+    ORDER BY created_at, rowid LIMIT ?"""  # noqa: S608 - constants
+_DECIDE = f"""
     UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, reason = ?, expires_at = ?
     WHERE approval_id = ? AND state = 'pending' AND expires_at > ?
-    RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti"""
-_CONSUME = """
+    RETURNING {_COLUMNS}"""  # noqa: S608 - constants
+_CONSUME = f"""
     UPDATE approvals SET state = 'consumed', consumed_at = ?
     WHERE approval_id = ? AND state = 'approved' AND expires_at > ?
         AND requester = ? AND digest = ? AND parent_jti IS ?
-    RETURNING approval_id, requester, requester_method, cert_thumbprint, task_id, digest,
-        descriptor, audience, action, sensitivity, scopes, ttl_seconds, rules, approver_groups,
-        policy_version, decision_id, state, created_at, expires_at, decided_by, decided_at,
-        reason, consumed_at, parent_jti"""
+    RETURNING {_COLUMNS}"""  # noqa: S608 - constants
 
 
 class _Reads(Protocol):
@@ -82,47 +62,6 @@ def _one(tx: WriteTx, sql: str, params: tuple[Any, ...]) -> ApprovalRecord | Non
     # fetchall runs the statement to its end before the savepoint is released
     rows = tx.conn.execute(sql, params).fetchall()
     return codec.approval_from_row(rows[0]) if rows else None
-
-
-def why_not(stored: ApprovalRecord | None, approval_id: str, at: dt.datetime) -> Exception:
-    """The error for a conditional update that matched no row, from the row as it is."""
-    if stored is None:
-        return NotFound(f"no approval {approval_id!r}")
-    return Conflict(f"approval {approval_id} {_STATE_PHRASES[stored.effective_state(at)]}")
-
-
-def not_usable(
-    stored: ApprovalRecord | None,
-    approval_id: str,
-    *,
-    requester: str,
-    digest: str,
-    parent_jti: str | None,
-    at: dt.datetime,
-) -> Exception:
-    """The error for a consume that matched no row: the binding that differs, else why_not."""
-    if stored is not None and stored.requester != requester:
-        return PermissionDenied(f"approval {approval_id} was granted to another requester")
-    if stored is not None and stored.digest != digest:
-        return PermissionDenied(
-            f"approval {approval_id} was granted for another task (digest differs):"
-            " ask for an approval of this task"
-        )
-    if stored is not None and (mismatch := stored.parent_mismatch(parent_jti)):
-        return PermissionDenied(
-            f"approval {approval_id} does not cover this request: {mismatch}; "
-            "ask for a new approval"
-        )
-    return why_not(stored, approval_id, at)
-
-
-_STATE_PHRASES = {
-    ApprovalState.PENDING: "is still pending: an approver has not decided it yet",
-    ApprovalState.APPROVED: "was already approved",
-    ApprovalState.DENIED: "was denied",
-    ApprovalState.CONSUMED: "was already used: an approval is single use, ask for a new one",
-    ApprovalState.EXPIRED: "has expired: ask for a new approval",
-}
 
 
 class SqliteApprovals:

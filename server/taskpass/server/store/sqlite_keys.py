@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from taskpass.server.errors import Conflict
 from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.base import different_key, keys_oldest_first
 from taskpass.server.store.records import AuditEntry, PublishedKey
 from taskpass.server.store.row_codec import Row
 from taskpass.server.store.sqlite_codec import codec, to_db_time
@@ -40,13 +40,6 @@ _REMOVE_ENDED = f"""
 
 class _Reads(Protocol):
     async def fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Row]: ...
-
-
-def different_key(kid: str) -> Conflict:
-    return Conflict(
-        f"key {kid} is already published with a different JWK: a kid is the key's thumbprint, "
-        "so the publishing replica's key files are corrupt"
-    )
 
 
 class SqliteKeys:
@@ -86,14 +79,9 @@ class SqliteKeys:
 
         def run(tx: WriteTx) -> list[PublishedKey]:
             rows = tx.conn.execute(_REMOVE_ENDED, at).fetchall()
-            removed = oldest_first(codec.key_from_row(row) for row in rows)
+            removed = keys_oldest_first(codec.key_from_row(row) for row in rows)
             for key in removed:
                 tx.append_audit(audit(key))
             return removed
 
         return await self._writer.submit(run)
-
-
-def oldest_first(keys: Iterable[PublishedKey]) -> list[PublishedKey]:
-    """Keys in list_published's order: oldest publication first."""
-    return sorted(keys, key=lambda key: (key.published_at, key.kid))
