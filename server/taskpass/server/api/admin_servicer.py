@@ -15,7 +15,7 @@ import grpc
 from taskpass._proto.v1 import admin_pb2 as pb
 from taskpass._proto.v1 import admin_pb2_grpc as pb_grpc
 from taskpass.server.api.authz import Access, current_workload
-from taskpass.server.api.convert import timestamp
+from taskpass.server.api.convert import datetime_from, timestamp
 from taskpass.server.api.status import abort_with
 from taskpass.server.audit.trail import AuditTrail
 from taskpass.server.errors import InvalidRequest, TaskpassError
@@ -84,10 +84,7 @@ MAX_SEQ = 2**63 - 1
 def _since(request: pb.ExportAuditRequest) -> dt.datetime | None:
     if not request.HasField("since"):
         return None
-    try:
-        return request.since.ToDatetime(tzinfo=dt.UTC)
-    except (ValueError, OverflowError):  # nanos or seconds out of range
-        raise InvalidRequest("since", "is not a valid timestamp") from None
+    return datetime_from(request.since, "since")
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):

@@ -42,6 +42,15 @@ def set_timestamp(target: Timestamp, value: dt.datetime) -> None:
     target.nanos = offset.microseconds * 1000
 
 
+def datetime_from(value: Timestamp, field: str) -> dt.datetime:
+    """A request's Timestamp as a UTC datetime; InvalidRequest naming `field` when its seconds or
+    nanos are out of range."""
+    try:
+        return value.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):  # seconds or nanos out of range
+        raise InvalidRequest(field, "is not a valid timestamp") from None
+
+
 def task_from_proto(message: pb.TaskDescriptor) -> TaskDescriptor:
     if message.sensitivity not in _SENSITIVITY:
         raise InvalidRequest(
@@ -49,10 +58,7 @@ def task_from_proto(message: pb.TaskDescriptor) -> TaskDescriptor:
         )
     deadline = None
     if message.HasField("deadline"):
-        try:
-            deadline = message.deadline.ToDatetime(tzinfo=dt.UTC)
-        except (ValueError, OverflowError):
-            raise InvalidRequest("task.deadline", "is not a valid timestamp") from None
+        deadline = datetime_from(message.deadline, "task.deadline")
     try:
         return TaskDescriptor(
             task_id=message.task_id,

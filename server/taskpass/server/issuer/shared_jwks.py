@@ -44,10 +44,10 @@ log = logging.getLogger("taskpass.issuer")
 
 SERVER_ACTOR = "taskpass-server"
 UNSHARED = "key_unshared"
+"""The audit kind of a removed row: the key is in no replica's JWKS any more."""
 REMOVAL_MARGIN = dt.timedelta(minutes=5)
 """How long after its publication ended a row is deleted (clock skew between replicas, plus
 relying parties' leeway)."""
-"""The audit kind of a removed row: the key is in no replica's JWKS any more."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
