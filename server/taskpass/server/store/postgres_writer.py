@@ -42,7 +42,7 @@ from taskpass.server.store.records import (
     NewRevocation,
     RevocationEvent,
 )
-from taskpass.server.store.sqlite_writer import BatchObserver, WriterStats
+from taskpass.server.store.sqlite_writer import BatchCounts, BatchObserver, WriterStats, answer
 
 T = TypeVar("T")
 
@@ -165,18 +165,15 @@ class PgBatchWriter:
         self._pool: Any = None
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
-        self._batches = 0
-        self._operations = 0
-        self._largest = 0
-        self._observer: BatchObserver | None = None
+        self._counts = BatchCounts()
 
     @property
     def stats(self) -> WriterStats:
-        return WriterStats(self._batches, self._operations, self._largest)
+        return self._counts.stats
 
     def observe(self, observer: BatchObserver) -> None:
         """Call `observer(operations, seconds)` after each committed batch (for metrics)."""
-        self._observer = observer
+        self._counts.observer = observer
 
     def start(self, pool: Any) -> None:
         """Serve writes on connections from `pool` (an asyncpg pool, opened by the caller)."""
@@ -237,18 +234,8 @@ class PgBatchWriter:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            self._batches += 1
-            self._operations += len(batch)
-            self._largest = max(self._largest, len(batch))
-            if self._observer is not None:
-                self._observer(len(batch), time.perf_counter() - started)
-            for op, (value, error) in zip(batch, outcomes, strict=True):
-                if op.future.done():
-                    continue
-                if error is None:
-                    op.future.set_result(value)
-                else:
-                    op.future.set_exception(error)
+            self._counts.committed(len(batch), time.perf_counter() - started)
+            answer((op.future for op in batch), outcomes)
 
     async def _apply_with_retry(self, batch: list[_Op[Any]]) -> list[_Outcome]:
         # A pooled connection can be dead (the server restarted, a replica's TCP path broke),

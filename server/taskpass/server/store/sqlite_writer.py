@@ -33,7 +33,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps uses
 from pathlib import Path
@@ -161,6 +161,41 @@ class _Op(Generic[T]):
 _Outcome = tuple[Any, BaseException | None]
 
 
+class BatchCounts:
+    """What a writer (this one or PostgreSQL's) counts of its committed batches, and tells its
+    observer."""
+
+    __slots__ = ("_batches", "_largest", "_operations", "observer")
+
+    def __init__(self) -> None:
+        self._batches = 0
+        self._operations = 0
+        self._largest = 0
+        self.observer: BatchObserver | None = None
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(self._batches, self._operations, self._largest)
+
+    def committed(self, size: int, seconds: float) -> None:
+        self._batches += 1
+        self._operations += size
+        self._largest = max(self._largest, size)
+        if self.observer is not None:
+            self.observer(size, seconds)
+
+
+def answer(futures: Iterable[asyncio.Future[Any]], outcomes: list[_Outcome]) -> None:
+    """Settle each caller's future with its outcome (one a caller cancelled stays as it is)."""
+    for future, (value, error) in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+
 def _as_store_error(exc: BaseException) -> BaseException:
     """Our errors pass through; a database error becomes Unavailable; a bug stays a bug."""
     if isinstance(exc, sqlite3.Error):
@@ -189,18 +224,15 @@ class BatchWriter:
         self._conn: sqlite3.Connection | None = None
         self._heads = _Heads(0, GENESIS_HASH, 0)
         self._accepting = False
-        self._batches = 0
-        self._operations = 0
-        self._largest = 0
-        self._observer: BatchObserver | None = None
+        self._counts = BatchCounts()
 
     @property
     def stats(self) -> WriterStats:
-        return WriterStats(self._batches, self._operations, self._largest)
+        return self._counts.stats
 
     def observe(self, observer: BatchObserver) -> None:
         """Call `observer(operations, seconds)` after each committed batch (for metrics)."""
-        self._observer = observer
+        self._counts.observer = observer
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -292,18 +324,8 @@ class BatchWriter:
         """On the loop: count the batch (`seconds` is None when it did not run to an end),
         answer its callers, then let the writer task take the next batch."""
         if seconds is not None:
-            self._batches += 1
-            self._operations += len(batch)
-            self._largest = max(self._largest, len(batch))
-            if self._observer is not None:
-                self._observer(len(batch), seconds)
-        for op, (value, error) in zip(batch, outcomes, strict=True):
-            if op.future.done():
-                continue
-            if error is None:
-                op.future.set_result(value)
-            else:
-                op.future.set_exception(error)
+            self._counts.committed(len(batch), seconds)
+        answer((op.future for op in batch), outcomes)
         _settle(answered, None)
 
     async def _stop_thread(self) -> None:
