@@ -9,7 +9,8 @@ everything else (the listener, TLS, the interceptor, the servicer registration) 
   certificate, request id, authorization, metrics); no policy, signing or storage.
 - `store`: the whole exchange (ban check, policy, signing, the task, credential and audit records)
   except the durable write: the store's writer acknowledges the issuance without running it, so
-  no SQLite statement, audit hash or commit.
+  no SQLite statement, audit hash or commit. (Every other write is skipped as well, the key
+  publication at start-up and its renewals included; none of them is on the exchange's path.)
 """
 
 from __future__ import annotations

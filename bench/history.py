@@ -13,12 +13,12 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
-import string
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from taskpass.server.issuer.tokens import _JTI_FIRST, JTI_BYTES
 from taskpass.server.store import sqlite_codec as codec
 from taskpass.server.store import sqlite_schema
 from taskpass.server.store.audit_chain import GENESIS_HASH, canonical_json, chain_hash
@@ -26,17 +26,17 @@ from taskpass.server.store.sqlite import _INSERT_CREDENTIAL, _INSERT_TASK
 from taskpass.server.store.sqlite_writer import _INSERT_AUDIT
 
 CHUNK = 50_000
-_FIRST = string.ascii_letters + string.digits
 REQUESTERS = 1000  # spread the history over many callers, as a real deployment would
 
 
 def _jtis(count: int) -> Iterator[str]:
     """Shaped like issuer.tokens.new_jti's (a letter or digit, then 16 random bytes in
     base64url), from one urandom call: the same key length in the same B-tree."""
-    raw = os.urandom(17 * count)
-    for i in range(0, len(raw), 17):
-        first = _FIRST[raw[i] % len(_FIRST)]
-        yield first + base64.urlsafe_b64encode(raw[i + 1 : i + 17]).rstrip(b"=").decode()
+    stride = JTI_BYTES + 1
+    raw = os.urandom(stride * count)
+    for i in range(0, len(raw), stride):
+        first = _JTI_FIRST[raw[i] % len(_JTI_FIRST)]
+        yield first + base64.urlsafe_b64encode(raw[i + 1 : i + stride]).rstrip(b"=").decode()
 
 
 def _rows(

@@ -110,8 +110,6 @@ class JwsChecks:
         refuse: Callable[[Refusal, str], Exception],
         cache_size: int = 0,
     ) -> None:
-        if cache_size < 0:
-            raise ValueError("cache_size must be 0 (no cache) or more")
         self._keys = keys
         self._algorithms = tuple(algorithms)
         self._types = frozenset(types)

@@ -21,6 +21,7 @@ from taskpass._proto.v1 import revocation_pb2 as pb
 from taskpass._proto.v1 import revocation_pb2_grpc as pb_grpc
 from taskpass.client.client import TaskpassClient
 from taskpass.client.errors import from_rpc_error
+from taskpass.client.timestamps import from_timestamp
 
 T = TypeVar("T")
 
@@ -65,7 +66,7 @@ class RevokeResult:
 def _ban(message: pb.IdentityBan) -> Ban:
     return Ban(
         identity=message.identity,
-        banned_at=message.banned_at.ToDatetime(tzinfo=dt.UTC),
+        banned_at=from_timestamp(message.banned_at),
         banned_by=message.banned_by,
         reason=message.reason,
     )
