@@ -150,10 +150,14 @@ def table(results: dict[str, Any]) -> str:
                 f"  {library:>20}: {v['per_second']:>9.0f}/s  p50 {v['p50_us']:6.1f} us  "
                 f"[{verdict}]"
             )
-    for key, rows in (("fanout", _fanout_rows), ("replicas", _replica_rows)):
+    parts = (
+        ("fanout", "revocation fan-out", _fanout_rows),
+        ("replicas", "cross-replica propagation (PostgreSQL)", _replica_rows),
+    )
+    for key, title, rows in parts:
         part = results.get(key)
         if part is not None:
-            lines += ["", *rows(part)]
+            lines += ["", *(_not_measured(title, part) or rows(title, part))]
     return "\n".join(lines)
 
 
@@ -205,11 +209,7 @@ def _not_measured(title: str, part: dict[str, Any]) -> list[str] | None:
     return None
 
 
-def _fanout_rows(fanout: dict[str, Any]) -> list[str]:
-    title = "revocation fan-out"
-    not_measured = _not_measured(title, fanout)
-    if not_measured is not None:
-        return not_measured
+def _fanout_rows(title: str, fanout: dict[str, Any]) -> list[str]:
     levels = fanout["levels"]
     per_connection = levels[0]["streams_per_connection"] if levels else 0
     lines = [
@@ -263,11 +263,7 @@ def _fanout_rows(fanout: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _replica_rows(replicas: dict[str, Any]) -> list[str]:
-    title = "cross-replica propagation (PostgreSQL)"
-    not_measured = _not_measured(title, replicas)
-    if not_measured is not None:
-        return not_measured
+def _replica_rows(title: str, replicas: dict[str, Any]) -> list[str]:
     after, called = (
         replicas["other_replica_after_revoke_returns"],
         replicas["other_replica_after_revoke_is_called"],
