@@ -16,7 +16,7 @@ from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
 from taskpass.client.clock import Clock
 from taskpass.client.errors import InvalidRequest, from_rpc_error
 from taskpass.client.models import SENSITIVITIES, Introspection, Task, TaskCredential
-from taskpass.client.task_handle import TaskHandle
+from taskpass.client.task_handle import TaskHandle, check_delegation
 from taskpass.client.timestamps import from_timestamp
 
 _SENSITIVITY = {
@@ -147,6 +147,7 @@ class TaskpassClient:
         audience), at most `scopes` of the parent's (all the policy allows when empty), and
         never outliving it. Its `act` claim names every hop.
         """
+        check_delegation(on_behalf_of, scopes)
         wait = 0
         if wait_for_approval is not None:
             wait = max(0, int(wait_for_approval.total_seconds()))

@@ -83,7 +83,7 @@ class TaskHandle:
     ) -> None:
         if not 0.0 < refresh_below < 1.0:
             raise InvalidRequest("refresh_below: a fraction of the lifetime, between 0 and 1")
-        _check_delegation(on_behalf_of, scopes)
+        check_delegation(on_behalf_of, scopes)
         self._client = client
         self._task = task
         self._on_behalf_of = on_behalf_of
@@ -200,8 +200,9 @@ class TaskHandle:
         return remaining <= max(lifetime, dt.timedelta(0)) * self._refresh_below
 
 
-def _check_delegation(on_behalf_of: str | None, scopes: Sequence[str]) -> None:
-    """Refuse before any call what the server would refuse, or silently misread."""
+def check_delegation(on_behalf_of: str | None, scopes: Sequence[str]) -> None:
+    """Refuse before any call what the server would refuse, or silently misread: every
+    `TaskpassClient.exchange` checks this, and a TaskHandle when it is made."""
     if on_behalf_of is not None and not on_behalf_of.strip():
         # an unset variable must not turn a delegation into an exchange without a parent
         raise InvalidRequest(
