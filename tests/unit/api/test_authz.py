@@ -11,9 +11,10 @@ import pytest
 from taskpass.server.api.authz import (
     ANY_WORKLOAD,
     Access,
-    AuthorizationInterceptor,
+    Authorization,
     current_workload,
 )
+from taskpass.server.api.pipeline import CallPipeline
 from taskpass.server.errors import AttestationFailed
 from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.workload import AttestationMethod, Workload
@@ -76,7 +77,7 @@ HANDLER = grpc.unary_unary_rpc_method_handler(_whoami)
 TABLE: dict[str, Access] = {METHOD: ANY_WORKLOAD, ADMIN_METHOD: Access.members_of("admins")}
 
 
-async def _call(interceptor: AuthorizationInterceptor, method: str, peer: str) -> Any:
+async def _call(interceptor: CallPipeline, method: str, peer: str) -> Any:
     async def continuation(details: Any) -> Any:
         return HANDLER
 
@@ -85,21 +86,23 @@ async def _call(interceptor: AuthorizationInterceptor, method: str, peer: str) -
 
 
 @pytest.fixture
-def interceptor() -> AuthorizationInterceptor:
-    return AuthorizationInterceptor(
-        attestor=Attestor(), table=TABLE, groups=Groups({"admins": [ALICE]})
+def interceptor() -> CallPipeline:
+    return CallPipeline(
+        authorization=Authorization(
+            attestor=Attestor(), table=TABLE, groups=Groups({"admins": [ALICE]})
+        )
     )
 
 
 async def test_each_call_is_attested_as_its_own_caller(
-    interceptor: AuthorizationInterceptor,
+    interceptor: CallPipeline,
 ) -> None:
     assert await _call(interceptor, METHOD, ALICE) == ALICE
     assert await _call(interceptor, METHOD, BOB) == BOB
 
 
 async def test_a_failed_attestation_after_a_good_one_is_still_refused(
-    interceptor: AuthorizationInterceptor,
+    interceptor: CallPipeline,
 ) -> None:
     await _call(interceptor, METHOD, ALICE)
 
@@ -109,7 +112,7 @@ async def test_a_failed_attestation_after_a_good_one_is_still_refused(
 
 
 async def test_group_checks_apply_per_caller_on_the_same_method(
-    interceptor: AuthorizationInterceptor,
+    interceptor: CallPipeline,
 ) -> None:
     assert await _call(interceptor, ADMIN_METHOD, ALICE) == ALICE
 

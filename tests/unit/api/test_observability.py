@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from taskpass._proto.v1 import credential_pb2 as pb
-from taskpass.server.api.observability import ObservabilityInterceptor
+from taskpass.server.api.observability import Observability
+from taskpass.server.api.pipeline import CallPipeline
 from taskpass.server.metrics import Metrics
 from taskpass.server.request_id import METADATA_KEY, current_request_id
 
@@ -65,7 +66,11 @@ def metrics() -> Metrics:
 @pytest.fixture
 async def channel(metrics: Metrics) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(metrics=metrics, exchange_method=f"/{SERVICE}/Echo")]
+        interceptors=[
+            CallPipeline(
+                observability=Observability(metrics=metrics, exchange_method=f"/{SERVICE}/Echo")
+            )
+        ]
     )
     handlers = {
         "Echo": _unary(echo),

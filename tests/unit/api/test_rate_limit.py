@@ -6,7 +6,8 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from taskpass.server.api.rate_limit import RateLimitInterceptor
+from taskpass.server.api.pipeline import CallPipeline
+from taskpass.server.api.rate_limit import RateLimiting
 from taskpass.server.limits import RateLimit, RateLimiter
 from taskpass.server.metrics import Metrics
 
@@ -27,9 +28,11 @@ async def continuation(details: Any) -> Any:
     return HANDLER
 
 
-def interceptor() -> RateLimitInterceptor:
+def interceptor() -> CallPipeline:
     limiter = RateLimiter(RateLimit(per_second=1, burst=1), what="calls", setting="test")
-    return RateLimitInterceptor(limiter=limiter, limited_methods={"/s/Limited"}, metrics=Metrics())
+    return CallPipeline(
+        rate_limit=RateLimiting(limiter=limiter, limited_methods={"/s/Limited"}, metrics=Metrics())
+    )
 
 
 async def test_a_method_without_a_limit_is_handed_on_untouched() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from taskpass.server.api.authn import PeerAttestor, authenticate
-from taskpass.server.api.pipeline import Admit, CallPipeline
+from taskpass.server.api.pipeline import Admit
 from taskpass.server.errors import PermissionDenied
 from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.workload import Workload
@@ -89,21 +89,3 @@ class Authorization:
                 f"of {needed} (groups are set by the security team in the server config)"
             )
         _current.set(workload)
-
-
-class AuthorizationInterceptor(CallPipeline):
-    """The authorization stage alone (the server composes every stage in one CallPipeline)."""
-
-    def __init__(
-        self,
-        *,
-        attestor: PeerAttestor,
-        table: Mapping[str, Access],
-        groups: Groups,
-        on_denied: DeniedHook | None = None,
-    ) -> None:
-        super().__init__(
-            authorization=Authorization(
-                attestor=attestor, table=table, groups=groups, on_denied=on_denied
-            )
-        )

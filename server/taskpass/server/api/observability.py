@@ -24,7 +24,6 @@ from typing import Any
 import grpc
 
 from taskpass.server.api.authz import current_workload
-from taskpass.server.api.pipeline import CallPipeline
 from taskpass.server.api.status import DETAIL_PREFIX
 from taskpass.server.config import AccessLog
 from taskpass.server.metrics import ALLOW, Metrics, outcome_of
@@ -145,17 +144,4 @@ class Observability:
     def observer(self, method: str) -> _MethodObserver:
         return _MethodObserver(
             self._metrics, method, exchange=method == self._exchange, log_ok=self._log_ok
-        )
-
-
-class ObservabilityInterceptor(CallPipeline):
-    """The observability stage alone (the server composes every stage in one CallPipeline)."""
-
-    def __init__(
-        self, *, metrics: Metrics, exchange_method: str, access_log: AccessLog = "failures"
-    ) -> None:
-        super().__init__(
-            observability=Observability(
-                metrics=metrics, exchange_method=exchange_method, access_log=access_log
-            )
         )

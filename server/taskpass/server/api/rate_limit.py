@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from taskpass.server.api.authz import current_workload
-from taskpass.server.api.pipeline import CallPipeline, Limit
+from taskpass.server.api.pipeline import Limit
 from taskpass.server.errors import TaskpassError
 from taskpass.server.limits import RateLimiter
 from taskpass.server.metrics import Metrics
@@ -40,16 +40,3 @@ class RateLimiting:
                 raise
 
         return admit
-
-
-class RateLimitInterceptor(CallPipeline):
-    """The rate-limit stage alone (the server composes every stage in one CallPipeline)."""
-
-    def __init__(
-        self, *, limiter: RateLimiter, limited_methods: Collection[str], metrics: Metrics
-    ) -> None:
-        super().__init__(
-            rate_limit=RateLimiting(
-                limiter=limiter, limited_methods=limited_methods, metrics=metrics
-            )
-        )
