@@ -63,6 +63,31 @@ def task(**overrides: object) -> pb.TaskDescriptor:
         pytest.param(
             task(attributes={"Bad Key": "v"}), "task.attributes[Bad Key]", id="bad-attribute-key"
         ),
+        pytest.param(task(tool="t" * 129), "task.tool", id="oversized-tool"),
+        pytest.param(task(tool="a b"), "task.tool", id="tool-with-space"),
+        pytest.param(task(environment="e" * 65), "task.environment", id="oversized-environment"),
+        pytest.param(
+            task(attributes={"k" * 65: "v"}), f"task.attributes[{'k' * 64}]", id="long-attr-key"
+        ),
+        pytest.param(
+            task(attributes={"k": "v" * 513}), "task.attributes[k]", id="oversized-attr-value"
+        ),
+        pytest.param(task(attributes={"k": "a\x00b"}), "task.attributes[k]", id="attr-value-nul"),
+        # A regex anchored with $ matches before a final newline: "prod\n" would pass as a valid
+        # environment and miss every policy rule that says "prod" (its TTL cap, say).
+        *(
+            pytest.param(task(**{name: value}), f"task.{name}", id=f"{name}-trailing-newline")
+            for name, value in [
+                ("task_id", "t-1\n"),
+                ("audience", "payments-api\n"),
+                ("action", "read\n"),
+                ("tool", "psql\n"),
+                ("environment", "prod\n"),
+            ]
+        ),
+        pytest.param(
+            task(attributes={"ticket\n": "v"}), "task.attributes[ticket\\n]", id="attr-key-newline"
+        ),
     ],
 )
 async def test_invalid_task_field_is_named(

@@ -198,6 +198,12 @@ async def _bearer(harness: Harness, parent: TaskCredential) -> TaskCredential:
             id="wider-scope",
         ),
         pytest.param(
+            _runner(scopes=("payments:read\n",)),  # a $-anchored check would let it through
+            InvalidRequest,
+            "each scope is printable ASCII without spaces or quotes",
+            id="scope-with-trailing-newline",
+        ),
+        pytest.param(
             _runner(task=read(audience="ledger-api", ttl=60)),
             PermissionDenied,
             "audience ledger-api is not the parent credential's audience payments-api",

@@ -24,6 +24,14 @@ import enum
 from collections.abc import Mapping
 
 
+def printable(text: str) -> str:
+    """`text` with everything but printable ASCII escaped (a newline as \\n, NUL as \\x00): a
+    caller's value named in a message, a log line or a gRPC trailer (printable ASCII only)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
 class ErrorCode(enum.Enum):
     INVALID_ARGUMENT = "invalid_argument"
     UNAUTHENTICATED = "unauthenticated"

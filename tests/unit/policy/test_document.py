@@ -220,6 +220,41 @@ def _rule(body: str) -> bytes:
         ),
         pytest.param(
             """
+- id: "r1\\n"
+  effect: deny
+""",
+            r"rule #1 key 'id'",
+            id="id-with-trailing-newline",
+        ),
+        pytest.param(
+            """
+- id: r1
+  effect: grant
+  scopes: ["payments:read\\n"]
+""",
+            r"rule 'r1' key 'scopes': entry 'payments:read\\n' has characters",
+            id="scope-with-trailing-newline",
+        ),
+        pytest.param(
+            """
+- id: r1
+  effect: deny
+  actions: ["delete\\n"]
+""",
+            r"rule 'r1' key 'actions': entry 'delete\\n' has characters",
+            id="action-with-trailing-newline",
+        ),
+        pytest.param(
+            """
+- id: r1
+  effect: require_approval
+  approvers: ["security-approvers\\n"]
+""",
+            r"rule 'r1' key 'approvers': entry 'security-approvers\\n' has characters",
+            id="group-with-trailing-newline",
+        ),
+        pytest.param(
+            """
 - just a string
 """,
             r"rule #1 must be a mapping",

@@ -35,6 +35,7 @@ def test_duration_forms_are_accepted(text: str, expected: dt.timedelta) -> None:
         pytest.param("25h", id="above-24h"),
         pytest.param("99999h", id="huge"),
         pytest.param(" 5m", id="leading-space"),
+        pytest.param("5m\n", id="trailing-newline"),
         pytest.param(900, id="bare-number"),
     ],
 )

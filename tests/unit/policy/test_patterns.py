@@ -55,6 +55,9 @@ def test_pattern_is_a_precompiled_structure() -> None:
         pytest.param("spiffe:/example.org/x", id="malformed-scheme"),
         pytest.param("legacy*", id="wildcard-on-mapped-identity"),
         pytest.param("legacy batch", id="space-in-mapped-identity"),
+        pytest.param(f"{BASE}/bot\n", id="trailing-newline"),
+        pytest.param("spiffe://example.org\n/agents/x", id="newline-after-trust-domain"),
+        pytest.param("legacy\n", id="newline-in-mapped-identity"),
         pytest.param("spiffe://" + "a" * 2050, id="too-long"),
     ],
 )

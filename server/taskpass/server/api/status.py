@@ -1,8 +1,9 @@
 """The one place where domain errors become gRPC statuses.
 
 The status message is the error's own message (written to be safe to show); structured details go
-into trailing metadata as `taskpass-<name>` so the SDK can rebuild a typed error. Anything that is
-not a TaskpassError is logged with its cause and answered with a generic INTERNAL.
+into trailing metadata as `taskpass-<name>` (escaped to printable ASCII, as metadata must be) so
+the SDK can rebuild a typed error. Anything that is not a TaskpassError is logged with its cause
+and answered with a generic INTERNAL.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import NoReturn
 
 import grpc
 
-from taskpass.server.errors import ErrorCode, TaskpassError
+from taskpass.server.errors import ErrorCode, TaskpassError, printable
 
 log = logging.getLogger("taskpass.api")
 
@@ -33,7 +34,7 @@ DETAIL_PREFIX = "taskpass-"
 
 def status_of(error: TaskpassError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
     trailers = tuple(
-        (DETAIL_PREFIX + key.replace("_", "-"), value)
+        (DETAIL_PREFIX + key.replace("_", "-"), printable(value))
         for key, value in sorted(error.details.items())
         if value
     )

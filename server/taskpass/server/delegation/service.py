@@ -36,7 +36,7 @@ from taskpass.server.tasks.descriptor import TaskDescriptor
 DEFAULT_MAX_DEPTH: Final = 3
 MAX_SCOPES: Final = 32
 MAX_SCOPE_BYTES: Final = 256
-_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 scope-token
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 scope-token
 _ONE_SECOND = dt.timedelta(seconds=1)
 
 NOT_OURS: Final = "the subject token is not a valid taskpass credential"
@@ -219,7 +219,7 @@ def _checked_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
     if len(scopes) > MAX_SCOPES:
         raise InvalidRequest("scopes", f"at most {MAX_SCOPES} scopes")
     for scope in scopes:
-        if len(scope.encode()) > MAX_SCOPE_BYTES or not _SCOPE.match(scope):
+        if len(scope.encode()) > MAX_SCOPE_BYTES or not _SCOPE.fullmatch(scope):
             raise InvalidRequest(
                 "scopes",
                 f"each scope is printable ASCII without spaces or quotes, at most "

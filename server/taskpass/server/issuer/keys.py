@@ -44,7 +44,7 @@ METADATA_VERSION: Final = 1
 DEFAULT_EXPIRY_RESERVATION: Final = dt.timedelta(hours=1)
 
 _ECDSA_SHA256: Final = ec.ECDSA(hashes.SHA256())
-_KID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of a SHA-256 digest: also a safe file name
+_KID = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 digest: also a safe file name
 _JWK_ALGORITHMS: Final[dict[tuple[str, str], Algorithm]] = {
     ("EC", "P-256"): "ES256",
     ("OKP", "Ed25519"): "EdDSA",
@@ -485,7 +485,7 @@ def _metadata_entries(document: Any) -> list[dict[str, Any]]:
     parsed = []
     for entry in entries:
         kid = entry["kid"]
-        if not isinstance(kid, str) or not _KID.match(kid):
+        if not isinstance(kid, str) or not _KID.fullmatch(kid):
             raise ValueError("kid is not a JWK thumbprint")
         if entry["alg"] not in ALGORITHMS:
             raise ValueError("unsupported alg")

@@ -24,12 +24,12 @@ MAX_LIST_ITEMS = 64
 MAX_NAME_CHARS = 256
 MAX_DESCRIPTION_CHARS = 2048
 
-_RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 # audience/action values mirror what a TaskDescriptor accepts, so a rule can match them
-_TASK_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_TASK_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
 # RFC 6749 scope-token: printable ASCII except space, '"' and '\'
-_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
-_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 _DOCUMENT_KEYS = frozenset({"version", "description", "rules"})
 
@@ -138,7 +138,7 @@ class _RuleReader:
             raise self.error(key, "must be a non-empty string")
         if len(value) > limit:
             raise self.error(key, f"is longer than {limit} characters")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.error(key, f"{value[:64]!r} has characters that are not allowed here")
         return value
 
@@ -160,7 +160,7 @@ class _RuleReader:
                 raise self.error(key, f"entry {item!r} must be a non-empty string (quote it)")
             if item == "*":
                 raise self.error(key, "'*' is not a wildcard here; leave the key out to match any")
-            if len(item) > MAX_NAME_CHARS or not pattern.match(item):
+            if len(item) > MAX_NAME_CHARS or not pattern.fullmatch(item):
                 raise self.error(key, f"entry {item[:64]!r} has characters that are not allowed")
             if item not in items:
                 items.append(item)
@@ -172,7 +172,7 @@ def _parse_rule(item: object, *, index: int, source: str) -> Rule:
     if not isinstance(item, dict):
         raise ConfigError(f"{source}: rule {where} must be a mapping with at least id and effect")
     raw_id = item.get("id")
-    if not isinstance(raw_id, str) or not _RULE_ID.match(raw_id):
+    if not isinstance(raw_id, str) or not _RULE_ID.fullmatch(raw_id):
         raise ConfigError(
             f"{source}: rule {where} key 'id': required; 1-128 characters of letters, digits "
             "and . _ : - (starting with a letter or digit)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_DURATION = re.compile(r"^(?:(\d{1,5})h)?(?:(\d{1,7})m)?(?:(\d{1,9})s)?$")
+_DURATION = re.compile(r"(?:(\d{1,5})h)?(?:(\d{1,7})m)?(?:(\d{1,9})s)?")
 MAX_DURATION = dt.timedelta(hours=24)
 
 
@@ -17,7 +17,7 @@ def parse_duration(text: object) -> dt.timedelta:
     forms = "use forms like 90s, 15m, 1h or 1h30m"
     if not isinstance(text, str):
         raise ValueError(f"must be a duration string; {forms}")
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not text or match is None:
         raise ValueError(f"{text[:32]!r} is not a duration; {forms}")
     hours, minutes, seconds = (int(part or 0) for part in match.groups())

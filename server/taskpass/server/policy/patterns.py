@@ -12,8 +12,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
-_SEGMENT = re.compile(r"^[a-zA-Z0-9._-]+$")
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+_SEGMENT = re.compile(r"[a-zA-Z0-9._-]+")
 _MAX_PATTERN = 2048
 
 
@@ -94,7 +94,7 @@ def _check_spiffe_id(text: str, *, allow_root: bool) -> None:
     if not text.startswith("spiffe://"):
         raise ValueError(f"{text!r}: {hint}")
     trust_domain, slash, path = text[len("spiffe://") :].partition("/")
-    if not _TRUST_DOMAIN.match(trust_domain):
+    if not _TRUST_DOMAIN.fullmatch(trust_domain):
         raise ValueError(
             f"{text!r}: trust domain must be 1-255 characters of lower-case a-z, 0-9, '.', '_', '-'"
         )
@@ -103,7 +103,7 @@ def _check_spiffe_id(text: str, *, allow_root: bool) -> None:
             return
         raise ValueError(f"{text!r}: names a whole trust domain, not a workload; {hint}")
     for segment in path.split("/"):
-        if not _SEGMENT.match(segment) or segment in (".", ".."):
+        if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
             raise ValueError(
                 f"{text!r}: path segment {segment!r} must be non-empty a-z, A-Z, 0-9, '.', '_', '-'"
                 " and not '.' or '..'"

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from taskpass.server.errors import InvalidRequest
+from taskpass.server.errors import InvalidRequest, printable
 from taskpass.server.identity.spiffe_id import InvalidSpiffeId, parse_spiffe_id
 from taskpass.server.store.audit_chain import canonical_json
 
@@ -24,8 +24,8 @@ MAX_ATTRIBUTE_KEY = 64
 MAX_ATTRIBUTE_VALUE = 512
 MAX_TTL_SECONDS = 24 * 3600
 
-_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
-_ATTRIBUTE_KEY = re.compile(r"^[a-z][a-z0-9_.-]*$")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]*")
+_ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_.-]*")
 
 
 class Sensitivity(enum.IntEnum):
@@ -52,7 +52,7 @@ def _check_token(field_name: str, value: str, limit: int, *, required: bool = Tr
         return
     if len(value.encode()) > limit:
         raise InvalidRequest(field_name, f"is longer than {limit} bytes")
-    if not _TOKEN.match(value):
+    if not _TOKEN.fullmatch(value):
         raise InvalidRequest(
             field_name, "may hold only letters, digits and . _ : / @ + - (starting alphanumeric)"
         )
@@ -101,9 +101,9 @@ class TaskDescriptor:
         if len(self.attributes) > MAX_ATTRIBUTES:
             raise InvalidRequest("attributes", f"at most {MAX_ATTRIBUTES} entries")
         for key, value in self.attributes.items():
-            if len(key) > MAX_ATTRIBUTE_KEY or not _ATTRIBUTE_KEY.match(key):
+            if len(key) > MAX_ATTRIBUTE_KEY or not _ATTRIBUTE_KEY.fullmatch(key):
                 raise InvalidRequest(
-                    f"attributes[{key[:MAX_ATTRIBUTE_KEY]}]",
+                    f"attributes[{printable(key[:MAX_ATTRIBUTE_KEY])}]",
                     f"key must match [a-z][a-z0-9_.-]* and be at most {MAX_ATTRIBUTE_KEY} bytes",
                 )
             if len(value.encode()) > MAX_ATTRIBUTE_VALUE or not value.isprintable():
