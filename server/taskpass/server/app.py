@@ -59,6 +59,7 @@ from taskpass.server.issuer.rotation import KeyRotation, OnChange
 from taskpass.server.issuer.shared_jwks import SharedKeys, replica_name
 from taskpass.server.issuer.tokens import TokenIssuer
 from taskpass.server.issuer.verify import TokenVerifier
+from taskpass.server.listeners import bind_error, refuse_taken
 from taskpass.server.metrics import Metrics
 from taskpass.server.operations import interceptor_chain, observe_store_writes, watch_components
 from taskpass.server.policy.signing import PolicyVerifier
@@ -272,6 +273,13 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from exc
 
 
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials) -> int:
+    try:
+        return server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc's "Failed to bind to address ...", after refuse_taken
+        raise bind_error(address) from exc
+
+
 @dataclass
 class Ports:
     mtls: int = 0
@@ -304,6 +312,8 @@ class TaskpassServer:
             log.warning(
                 "DEV MODE: unsigned policy accepted, dev PKI in use. Never run this in production."
             )
+        listen = config.listen
+        refuse_taken(a for a in (listen.mtls_address, listen.tls_address, listen.http_address) if a)
         server = cls(components=await build_components(config, clock or SystemClock()))
         try:
             await server._serve()
@@ -387,7 +397,8 @@ class TaskpassServer:
             return server
 
         mtls = build()
-        self.ports.mtls = mtls.add_secure_port(
+        self.ports.mtls = _bind(
+            mtls,
             listen.mtls_address,
             grpc.ssl_server_credentials(
                 [(key, cert)], root_certificates=client_cas, require_client_auth=True
@@ -396,8 +407,8 @@ class TaskpassServer:
         self._grpc.append(mtls)
         if listen.tls_address:
             tls = build()
-            self.ports.tls = tls.add_secure_port(
-                listen.tls_address, grpc.ssl_server_credentials([(key, cert)])
+            self.ports.tls = _bind(
+                tls, listen.tls_address, grpc.ssl_server_credentials([(key, cert)])
             )
             self._grpc.append(tls)
         for server in self._grpc:
@@ -411,7 +422,10 @@ class TaskpassServer:
                 ready=reporter.ready,
                 metrics=c.metrics.render,
             )
-            self._http, self.ports.http = await start_http(http_app, listen.http_address)
+            try:
+                self._http, self.ports.http = await start_http(http_app, listen.http_address)
+            except OSError as exc:
+                raise bind_error(listen.http_address) from exc
         self.spawn(self._reload_bundles())
         self.spawn(reporter.run(c.config.health.check_interval.total_seconds()))
         self.spawn(c.rotation.run(c.config.issuer.rotation_check_interval))
