@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from taskpass.client import AttestationFailed, Task, Unavailable
+from taskpass.client import AttestationFailed, Task, TaskpassClient, Unavailable
 from taskpass.server.pki.builder import Usage
 from tests.integration.harness import AUDIENCE, BILLING_BOT, LEGACY_DNS, Harness
 from tests.support.pki import OTHER, TestPki
@@ -136,6 +136,18 @@ async def test_no_client_certificate_on_the_mtls_listener_is_refused(harness: Ha
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.GetJwks(pb.GetJwksRequest(), timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_jwt_svid_sent_to_the_mtls_listener_is_told_where_to_go(harness: Harness) -> None:
+    async with TaskpassClient.with_jwt_svid(
+        harness.mtls_target, ca=harness.server_ca, token=harness.pki.jwt()
+    ) as client:
+        with pytest.raises(Unavailable) as info:
+            await client.exchange(TASK)
+    assert info.value.message.endswith(
+        "a JWT-SVID caller dials the server-TLS listener (the mTLS one requires a client "
+        "certificate)"
+    )
 
 
 async def test_no_certificate_and_no_bearer_on_the_tls_listener_is_unauthenticated(

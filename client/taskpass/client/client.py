@@ -10,6 +10,8 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
@@ -32,6 +34,34 @@ def _read(path: str | Path) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise InvalidRequest(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _identity(cert: str | Path, key: str | Path) -> tuple[bytes, bytes]:
+    """The PEM chain and key of an mTLS identity, once checked that the key is the first
+    certificate's: grpc would only log its own errors and fail the handshake."""
+    chain, private = _read(cert), _read(key)
+    try:
+        leaf = x509.load_pem_x509_certificate(chain)  # the first certificate of the chain
+    except ValueError as exc:
+        raise InvalidRequest(f"{cert} holds no PEM certificate") from exc
+    try:
+        own = serialization.load_pem_private_key(private, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"{key} holds no unencrypted PEM private key") from exc
+    if _spki(own.public_key()) != _spki(leaf.public_key()):
+        raise InvalidRequest(
+            f"the key in {key} does not belong to the certificate in {cert}: "
+            "pass the key that was issued with it"
+        )
+    return chain, private
+
+
+def _spki(public: Any) -> bytes:
+    return bytes(
+        public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def _task_proto(task: Task) -> pb.TaskDescriptor:
@@ -82,8 +112,9 @@ class TaskpassClient:
         server_name: str | None = None,
         timeout: float = 10.0,
     ) -> TaskpassClient:
+        chain, private = _identity(cert, key)
         creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(ca), private_key=_read(key), certificate_chain=_read(cert)
+            root_certificates=_read(ca), private_key=private, certificate_chain=chain
         )
         return cls(grpc.aio.secure_channel(target, creds, _options(server_name)), timeout=timeout)
 

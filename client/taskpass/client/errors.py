@@ -151,10 +151,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> TaskpassClientError:
             details=details,
         )
     if code == grpc.StatusCode.UNAVAILABLE:
-        # A refused mTLS handshake looks like a closed socket from here, so say both causes.
+        # A refused TLS handshake looks like a closed socket from here, so say its causes.
         return Unavailable(
             f"cannot reach the server ({message}); if it is up, check that it trusts your "
-            "certificate's CA and that --ca holds the CA of the server's certificate",
+            "certificate's CA, that --ca holds the CA of the server's certificate, and that a "
+            "JWT-SVID caller dials the server-TLS listener (the mTLS one requires a client "
+            "certificate)",
             details=details,
         )
     return Unavailable(message, details=details)
