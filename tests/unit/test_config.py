@@ -71,6 +71,22 @@ def test_minimal_config_fills_defaults_and_resolves_paths(tmp_path: Path) -> Non
             id="negative-duration",
         ),
         pytest.param(
+            lambda t: t.replace("[attestation]", "[attestation]\njwt_leeway_seconds = inf"),
+            "attestation.jwt_leeway_seconds must be a non-negative number",
+            id="infinite-duration",
+        ),
+        pytest.param(
+            lambda t: t.replace("[attestation]", "[attestation]\njwt_leeway_seconds = nan"),
+            "attestation.jwt_leeway_seconds must be a non-negative number",
+            id="nan-duration",
+        ),
+        pytest.param(
+            # J-8: a day of leeway would accept day-old JWT-SVIDs
+            lambda t: t.replace("[attestation]", "[attestation]\njwt_leeway_seconds = 86400"),
+            "attestation.jwt_leeway_seconds must be at most 300 seconds",
+            id="leeway-beyond-clock-skew",
+        ),
+        pytest.param(
             lambda t: t.replace('bundles = ["bundle.pem"]', "bundles = 3"),
             "trust_domains.example.org.bundles must be a list of strings",
             id="wrong-type",

@@ -20,6 +20,9 @@ from taskpass.server.errors import ConfigError
 from taskpass.server.issuer.keys import Algorithm
 from taskpass.server.store.postgres_notify import EVENTS_CHANNEL, check_channel
 
+MAX_JWT_LEEWAY_SECONDS = 300
+"""J-8's leeway is for clock skew between hosts; more would accept JWT-SVIDs long expired."""
+
 
 @dataclass(frozen=True, slots=True)
 class ListenConfig:
@@ -191,9 +194,16 @@ class ServerConfig:
 _ALGORITHMS: dict[str, Algorithm] = {"ES256": "ES256", "EdDSA": "EdDSA"}
 
 
-def _duration(path: str, value: object) -> dt.timedelta:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+def _duration(path: str, value: object, maximum: float | None = None) -> dt.timedelta:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)  # TOML has inf and nan
+        or value < 0
+    ):
         raise ConfigError(f"config: {path} must be a non-negative number of seconds")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"config: {path} must be at most {maximum:g} seconds")
     return dt.timedelta(seconds=value)
 
 
@@ -242,8 +252,8 @@ class _Table:
             raise ConfigError(f"config: {self._key(key)} must be true or false")
         return value
 
-    def duration(self, key: str, default: float) -> dt.timedelta:
-        return _duration(self._key(key), self.take(key, default))
+    def duration(self, key: str, default: float, *, maximum: float | None = None) -> dt.timedelta:
+        return _duration(self._key(key), self.take(key, default), maximum)
 
     def strings(self, key: str, default: object = ...) -> tuple[str, ...]:
         value = self.take(key, default)
@@ -321,7 +331,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         rule.finish()
     attestation = AttestationConfig(
         jwt_audience=att_t.string("jwt_audience"),
-        jwt_leeway=att_t.duration("jwt_leeway_seconds", 30),
+        jwt_leeway=att_t.duration("jwt_leeway_seconds", 30, maximum=MAX_JWT_LEEWAY_SECONDS),
         bundle_reload_interval=att_t.duration("bundle_reload_seconds", 5),
         mapped_certs=tuple(mapped),
     )

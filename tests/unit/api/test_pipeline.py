@@ -265,14 +265,14 @@ async def test_a_stream_passes_every_stage(serve: Serve) -> None:
     [
         pytest.param(
             "failures",
-            [("Admins", "PERMISSION_DENIED", None), ("Admins", "UNAUTHENTICATED", None)],
-            id="failures-only-by-default",  # a refused caller is never named
+            [("Admins", "PERMISSION_DENIED", BOB), ("Admins", "UNAUTHENTICATED", None)],
+            id="failures-only-by-default",  # attested and refused: named; unattested: not
         ),
         pytest.param(
             "all",
             [
                 ("Admins", "OK", ALICE),
-                ("Admins", "PERMISSION_DENIED", None),
+                ("Admins", "PERMISSION_DENIED", BOB),
                 ("Admins", "UNAUTHENTICATED", None),
             ],
             id="all",

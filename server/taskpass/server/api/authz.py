@@ -78,6 +78,7 @@ class Authorization:
 
     async def _admit(self, method: str, access: Access | None, context: Context) -> None:
         workload = authenticate(self._attestor, context)
+        _current.set(workload)  # attested: named in the access line even if refused below
         if access is None:
             raise PermissionDenied(f"{method} is not open to any caller")
         if access.groups is not None and not self._groups.member_of_any(workload.id, access.groups):
@@ -88,4 +89,3 @@ class Authorization:
                 f"{workload.id} may not call {method.rsplit('/', 1)[-1]}: it needs membership "
                 f"of {needed} (groups are set by the security team in the server config)"
             )
-        _current.set(workload)
