@@ -1,11 +1,17 @@
 """Hostile identities through the real TLS listeners (hypothesis; see fuzzing.py):
-- JWT-SVIDs mutated byte by byte, and validly signed ones with random headers and claims, sent
-  as bearers over server TLS;
+- JWT-SVIDs mutated byte by byte, validly signed ones with random headers and claims, and valid
+  ones with one header or claim changed to a near miss, sent as bearers over server TLS;
 - X.509-SVIDs with random SANs, flags, key usages, validity and issuers, and certificates whose
   signed bytes were mutated and signed again, presented over mTLS.
 
 Whatever the handshake or attestation makes of them, an Exchange is answered without INTERNAL
-or UNKNOWN, the server keeps serving and the store holds no partial records.
+or UNKNOWN, the server keeps serving and the store holds no partial records. And an Exchange
+that succeeds is checked against the rules written out here, independently of the server's code
+(`assert_jwt_svid_acceptable`, `assert_x509_svid_acceptable`): a credential for a token or a
+certificate that breaks one of DESIGN.md's J- or X- rules fails the test. (Measured: with the
+J-3, J-5 or J-7 check removed from the server, the near-miss test fails. With the J-8 check
+removed an expired token still gets no credential: its lifetime cap refuses it. The X-4 and X-7
+leaves are refused by grpcio's own handshake before taskpass sees them.)
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -23,6 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from joserfc import jws
+from joserfc.jwk import JWKRegistry
+from joserfc.jws import JWSRegistry
 
 from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass.server.pki.builder import CLIENT_AUTH, SERVER_AUTH, Issued, KeyType, Usage
@@ -31,7 +42,6 @@ from tests.integration.fuzzing import (
     Method,
     assert_never_internal,
     assert_still_serving,
-    call,
     certificate_channel,
     fuzz_settings,
     tls_channel,
@@ -50,6 +60,23 @@ REQUEST = pb.ExchangeRequest(
     )
 ).SerializeToString()
 
+LEEWAY = dt.timedelta(seconds=30)  # the harness's jwt_leeway_seconds (the default)
+
+
+def exchange(channel: grpc.Channel, metadata: Sequence[tuple[str, str]] = ()) -> tuple[str, str]:
+    """One Exchange: its status code and, when OK, the `sub` its credential was issued to."""
+    unary = channel.unary_unary(EXCHANGE.path, None, None)  # bytes in, bytes out
+    try:
+        answer = unary(REQUEST, timeout=1.0, metadata=tuple(metadata))
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        assert_never_internal(code, error.details())
+        return code.name, ""
+    token = pb.ExchangeResponse.FromString(answer).credential.token
+    claims = json.loads(jws.extract_compact(token.encode()).payload)
+    return "OK", str(claims["sub"])
+
+
 # -- JWT-SVIDs --------------------------------------------------------------------------------
 
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
@@ -66,23 +93,23 @@ _JSON = st.recursive(
     ),
     max_leaves=8,
 )
+NEAR_IDS = [
+    BILLING_BOT,
+    f"spiffe://{EXAMPLE}/agents/Billing-Bot",
+    f"spiffe://{EXAMPLE.upper()}/agents/billing-bot",
+    f"spiffe://{EXAMPLE}:443/agents/billing-bot",
+    f"spiffe://{EXAMPLE}/agents/../admin",
+    f"spiffe://{EXAMPLE}/agents/billing-bot?x=1",
+    f"spiffe://{EXAMPLE}/agents/%2e%2e",
+    f"spiffe://{EXAMPLE}/",
+    f"spiffe://{EXAMPLE}",
+    f"spiffe://{OTHER}/agents/billing-bot",
+    "spiffe://unknown.org/agents/billing-bot",
+    "https://example.org/agents/billing-bot",
+]
+"""SPIFFE IDs (and not quite) close to the valid one."""
 _IDS = st.one_of(
-    st.just(BILLING_BOT),
-    st.sampled_from(
-        [
-            f"spiffe://{EXAMPLE}/agents/Billing-Bot",
-            f"spiffe://{EXAMPLE.upper()}/agents/billing-bot",
-            f"spiffe://{EXAMPLE}:443/agents/billing-bot",
-            f"spiffe://{EXAMPLE}/agents/../admin",
-            f"spiffe://{EXAMPLE}/agents/billing-bot?x=1",
-            f"spiffe://{EXAMPLE}/agents/%2e%2e",
-            f"spiffe://{EXAMPLE}/",
-            f"spiffe://{EXAMPLE}",
-            f"spiffe://{OTHER}/agents/billing-bot",
-            "spiffe://unknown.org/agents/billing-bot",
-            "https://example.org/agents/billing-bot",
-        ]
-    ),
+    st.sampled_from(NEAR_IDS),
     st.text(max_size=80),
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40).map(
         lambda path: f"spiffe://{EXAMPLE}/{path}"
@@ -132,6 +159,41 @@ def signed_tokens(draw: st.DrawFn, pki: TestPki) -> str:
         raise
 
 
+NEAR_MISSES: list[tuple[str, Any]] = [
+    *(("header", {name: "x"}) for name in ("cty", "x5t", "nonce", "zip")),
+    ("header", {"b64": True}),
+    *(("header", {name: "https://example.org/keys"}) for name in ("jku", "x5u")),
+    *(("header", {"typ": typ}) for typ in ("JWT", "JOSE", "jwt", "at+jwt", "JWS", "")),
+    *(
+        ("aud", aud)
+        for aud in (AUDIENCE, [AUDIENCE], ["other", AUDIENCE], ["other"], "other", [], None)
+    ),
+    # seconds from now; the leeway is 30 s, so a few seconds around it are left out (clock races)
+    *(("exp", offset) for offset in (600, 1, -10, -60, -3600, None, "soon", True)),
+    *(("sub", sub) for sub in NEAR_IDS),
+]
+
+
+@st.composite
+def near_miss_tokens(draw: st.DrawFn, pki: TestPki) -> str:
+    """A valid JWT-SVID with one header or claim changed to a value close to a valid one: the
+    cases where a missing check shows as a credential the oracle refuses."""
+    change, value = draw(st.sampled_from(NEAR_MISSES))
+    header: dict[str, Any] = value if change == "header" else {}
+    claims: dict[str, Any] = {}
+    omit: list[str] = []
+    if change in ("aud", "exp", "sub") and value is None:
+        omit.append(change)
+    elif change == "exp" and isinstance(value, int) and not isinstance(value, bool):
+        claims["exp"] = int(dt.datetime.now(dt.UTC).timestamp()) + value
+    elif change in ("aud", "exp", "sub"):
+        claims[change] = value
+    # Always the example.org JWT key: a sub of another trust domain must then be refused (J-9).
+    return pki.jwt(
+        BILLING_BOT, audience=AUDIENCE, signer=EXAMPLE, header=header, claims=claims, omit=omit
+    )
+
+
 @st.composite
 def raw_tokens(draw: st.DrawFn) -> str:
     """Arbitrary JSON header and claims with an arbitrary signature (alg none, HS256, ...)."""
@@ -148,18 +210,47 @@ def raw_tokens(draw: st.DrawFn) -> str:
     return TestPki.raw_jws(header, claims, draw(st.binary(max_size=96)))
 
 
+def assert_jwt_svid_acceptable(value: str, subject: str, pki: TestPki) -> None:
+    """What a credential for the authorization header `value`, issued to `subject`, implies."""
+    scheme, _, token = value.partition(" ")
+    assert scheme.lower() == "bearer", value
+    token = token.strip(" ")
+    public_key = JWKRegistry.import_key(pki.jwt_public_pem(EXAMPLE), "EC")
+    registry = JWSRegistry(algorithms=["ES256"], strict_check_header=False)
+    # J-1, J-2, J-9: a compact JWS that the trust domain's JWT key signed, ES256 here
+    signed = jws.deserialize_compact(token, public_key, registry=registry)
+    header, claims = signed.headers(), json.loads(signed.payload)
+    assert set(header) <= {"alg", "kid", "typ"}, header  # J-3
+    assert header.get("kid", pki.example.jwt_kid) == pki.example.jwt_kid, header  # J-9 by kid
+    assert header.get("typ") in (None, "JWT", "JOSE"), header  # J-5
+    assert claims["sub"] == subject, (claims, subject)  # J-6: the identity the credential names
+    assert subject.startswith(f"spiffe://{EXAMPLE}/"), subject  # J-9: sub's own trust domain
+    aud = claims["aud"]
+    assert aud == AUDIENCE or (isinstance(aud, list) and AUDIENCE in aud), aud  # J-7
+    exp = claims["exp"]
+    assert isinstance(exp, int | float) and not isinstance(exp, bool), exp  # J-8
+    assert exp > (dt.datetime.now(dt.UTC) - LEEWAY).timestamp(), exp
+
+
 async def test_hostile_jwt_svids_over_server_tls_never_fail_the_server(harness: Harness) -> None:
     channel = tls_channel(harness)
     codes: Counter[str] = Counter()
-    tokens = st.one_of(mutated_tokens(harness.pki), signed_tokens(harness.pki), raw_tokens(), _IDS)
+    tokens = st.one_of(
+        mutated_tokens(harness.pki),
+        signed_tokens(harness.pki),
+        raw_tokens(),
+        _IDS,
+    )
 
     @fuzz_settings(150)
     @given(token=tokens, scheme=st.sampled_from(["Bearer ", "bearer ", "BEARER  ", "", "Basic "]))
     def fuzz(token: str, scheme: str) -> None:
         value = scheme + token
         assume(value.isascii() and value.isprintable() and len(value) < 8000)
-        code = call(channel, EXCHANGE, REQUEST, metadata=[("authorization", value)])
-        codes[code.name] += 1
+        code, subject = exchange(channel, [("authorization", value)])
+        codes[code] += 1
+        if code == "OK":
+            assert_jwt_svid_acceptable(value, subject, harness.pki)
 
     try:
         await asyncio.to_thread(fuzz)
@@ -167,6 +258,27 @@ async def test_hostile_jwt_svids_over_server_tls_never_fail_the_server(harness: 
         channel.close()
     assert codes["UNAUTHENTICATED"] > 0
     await assert_still_serving(harness)
+
+
+async def test_near_miss_jwt_svids_get_a_credential_only_when_every_rule_holds(
+    harness: Harness,
+) -> None:
+    channel = tls_channel(harness)
+    codes: Counter[str] = Counter()
+
+    @fuzz_settings(100)
+    @given(token=near_miss_tokens(harness.pki))
+    def fuzz(token: str) -> None:
+        code, subject = exchange(channel, [("authorization", f"Bearer {token}")])
+        codes[code] += 1
+        if code == "OK":
+            assert_jwt_svid_acceptable(f"Bearer {token}", subject, harness.pki)
+
+    try:
+        await asyncio.to_thread(fuzz)
+    finally:
+        channel.close()
+    assert codes["OK"] > 0 and codes["UNAUTHENTICATED"] > 0  # both sides of the rules reached
 
 
 # -- X.509-SVIDs ------------------------------------------------------------------------------
@@ -274,16 +386,36 @@ def _key_pem(issued: Issued) -> bytes:
 
 
 def exchange_presenting(harness: Harness, chain_pem: bytes, key_pem: bytes) -> str:
-    """One Exchange over a new mTLS connection presenting `chain_pem`: its status code."""
+    """One Exchange over a new mTLS connection presenting `chain_pem`: its status code, and
+    when OK, the credential checked against the presented leaf."""
     channel = certificate_channel(harness, chain_pem, key_pem)
     try:
-        return call(channel, EXCHANGE, REQUEST).name
-    except grpc.RpcError as error:  # refused in the handshake before any call
-        code: grpc.StatusCode = error.code()
-        assert_never_internal(code, error.details())
-        return code.name
+        code, subject = exchange(channel)
     finally:
         channel.close()
+    if code == "OK":
+        assert_x509_svid_acceptable(chain_pem, subject, harness.pki)
+    return code
+
+
+def assert_x509_svid_acceptable(chain_pem: bytes, subject: str, pki: TestPki) -> None:
+    """What a credential for the presented chain, issued to `subject`, implies."""
+    leaf = x509.load_pem_x509_certificate(chain_pem)  # the first certificate is the leaf
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [subject]  # X-1, X-2
+    domain = pki.domains[subject.removeprefix("spiffe://").split("/", 1)[0]]
+    # X-9: issued by a CA of the ID's own trust domain (the fuzzer signs with these or others)
+    assert leaf.issuer in (domain.root.cert.subject, domain.intermediate.cert.subject), leaf
+    now = dt.datetime.now(dt.UTC)
+    assert leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc  # X-9, dates
+    extensions = {e.oid: e.value for e in leaf.extensions}
+    constraints = extensions.get(x509.OID_BASIC_CONSTRAINTS)
+    assert not (isinstance(constraints, x509.BasicConstraints) and constraints.ca)  # X-3
+    usage = extensions.get(x509.OID_KEY_USAGE)
+    assert isinstance(usage, x509.KeyUsage)  # X-5
+    assert usage.digital_signature and not usage.key_cert_sign and not usage.crl_sign  # X-4
+    ekus = extensions.get(x509.OID_EXTENDED_KEY_USAGE)  # X-7
+    assert ekus is None or (isinstance(ekus, x509.ExtendedKeyUsage) and CLIENT_AUTH in ekus)
 
 
 async def test_hostile_x509_svids_over_mtls_never_fail_the_server(harness: Harness) -> None:
