@@ -4,13 +4,14 @@ the exact status and a message naming the rule, and the server keeps serving aft
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from taskpass.client import AttestationFailed, Task, TaskpassClient, Unavailable
-from taskpass.server.pki.builder import Usage
+from taskpass.server.pki.builder import SERVER_AUTH, Issued, Usage
 from tests.integration.harness import AUDIENCE, BILLING_BOT, LEGACY_DNS, Harness
 from tests.support.pki import OTHER, TestPki
 
@@ -222,4 +223,63 @@ async def test_hostile_jwt_svid_is_unauthenticated_with_its_rule(
         with pytest.raises(AttestationFailed) as info:
             await client.exchange(TASK)
     assert info.value.rule == rule, info.value.message
+    assert f"attestation failed [{rule}]" in info.value.message
+    await assert_still_serving(harness)
+
+
+async def _status_of_mtls_call(
+    harness: Harness, leaf: Issued, chain: list[Issued]
+) -> grpc.aio.AioRpcError:
+    """The raw gRPC error of one call presenting `leaf` (and `chain`) on the mTLS listener."""
+    from taskpass._proto.v1 import credential_pb2 as pb
+    from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
+
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=harness.server_ca.read_bytes(),
+        private_key=leaf.key_pem,
+        certificate_chain=TestPki.chain_pem(leaf, *chain),
+    )
+    async with grpc.aio.secure_channel(harness.mtls_target, creds) as channel:
+        stub = pb_grpc.CredentialServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetJwks(pb.GetJwksRequest(), timeout=5)
+    return info.value
+
+
+def _x7_leaf_for_server_auth_only(pki: TestPki) -> tuple[Issued, list[Issued]]:
+    return pki.leaf(BILLING_BOT, extended_key_usage=(SERVER_AUTH,)), []
+
+
+def _x6_intermediate_without_key_cert_sign(pki: TestPki) -> tuple[Issued, list[Issued]]:
+    weak = pki.ca(
+        "no keyCertSign intermediate",
+        pki.example.root,
+        trust_domain="example.org",
+        key_usage=frozenset({Usage.DIGITAL_SIGNATURE}),
+    )
+    return pki.leaf(BILLING_BOT, issuer=weak), [weak]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(_x7_leaf_for_server_auth_only, id="X-7-eku-serverAuth-only"),
+        pytest.param(_x6_intermediate_without_key_cert_sign, id="X-6-intermediate-no-keyCertSign"),
+    ],
+)
+async def test_leaf_or_chain_grpcio_refuses_is_unavailable_before_taskpass_sees_it(
+    harness: Harness, build: Callable[[TestPki], tuple[Issued, list[Issued]]]
+) -> None:
+    # Measured with grpcio 1.85: its handshake refuses both before taskpass runs (BoringSSL:
+    # "unsupported certificate purpose" for the serverAuth-only leaf, "unable to get local issuer
+    # certificate" for the chain through a CA without keyCertSign), so the status is UNAVAILABLE
+    # and no rule id can be sent. Were one let through, taskpass refuses it as X-7 / X-6
+    # (tests/unit/identity/test_x509_svid.py). Should grpcio start passing them, this test fails
+    # and must then assert UNAUTHENTICATED with the rule, as the test above does.
+    leaf, chain = build(harness.pki)
+
+    error = await _status_of_mtls_call(harness, leaf, chain)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+    assert "attestation failed" not in (error.details() or "")
     await assert_still_serving(harness)

@@ -143,6 +143,10 @@ def parse_pem_chain(leaf_pem: bytes, chain_pem: bytes | None, *, rule: str) -> P
             f"{len(intermediates) + 1} certificates presented; at most {MAX_PRESENTED_CERTS} "
             "accepted",
         )
+    # The same bound per certificate as for DER (parse_der_chain), certificate #1 the leaf.
+    for index, der in enumerate((leaf_der, *(c.public_bytes(Encoding.DER) for c in intermediates))):
+        if len(der) > MAX_CERT_BYTES:
+            raise AttestationFailed(rule, f"certificate #{index + 1} is not DER of a sane size")
     return PresentedChain(leaf, leaf_der, intermediates)
 
 
@@ -246,6 +250,12 @@ def _explain(reason: str, *, anchor: str, rule: str, signing_rule: str) -> Attes
     if "keyCertSign must be asserted" in reason or "cA must be asserted" in reason:
         return AttestationFailed(
             signing_rule, "a CA in the chain lacks cA=true or keyUsage keyCertSign"
+        )
+    if "exceeds max depth" in reason:
+        return AttestationFailed(
+            rule,
+            f"the chain to {anchor} has more than {MAX_CHAIN_DEPTH} intermediate CAs; at most "
+            f"{MAX_CHAIN_DEPTH} are accepted",
         )
     if "not valid at validation time" in reason:
         return AttestationFailed(
