@@ -102,3 +102,52 @@ def test_missing_map_key_is_a_runtime_error_value_not_an_exception() -> None:
         cel_env.activation(_request())
     )
     assert cel_env.is_error(result)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param("true", set(), id="literals-only"),
+        pytest.param(
+            "task.sensitivity <= confidential",
+            {"task.sensitivity", "confidential"},
+            id="attribute-and-constant",
+        ),
+        pytest.param("task . tool == 'x'", {"task.tool"}, id="spaced-selection"),
+        pytest.param(
+            'has(task.attributes.team) && task.attributes["team"] == "b"',
+            {"task.attributes"},
+            id="field-of-a-map-attribute",
+        ),
+        pytest.param(
+            '[1, 2].exists(task, task > 1) && task.environment == "prod"',
+            {"task.environment"},
+            id="a-comprehension-variable-shadows-nothing",
+        ),
+        pytest.param(
+            'request.time > timestamp("2026-01-01T00:00:00Z") && workload.path.startsWith("/a")',
+            {"request.time", "workload.path"},
+            id="several",
+        ),
+    ],
+)
+def test_names_read_are_the_attributes_and_constants_a_condition_reads(
+    source: str, expected: set[str]
+) -> None:
+    cel_env.compile_condition(source)
+    assert cel_env.names_read(source) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'workload.id == "spiffe://example.org/agents/billing-bot" && public == 0',
+        'task.attributes["team"] == "billing" && task.ttl_seconds == 300',
+        "size(request.parent_rules) == 0 && request.delegation_depth == 0",
+    ],
+)
+def test_binding_only_the_names_read_gives_the_same_result(source: str) -> None:
+    condition = cel_env.compile_condition(source)
+    only = cel_env.activation(_request(), cel_env.names_read(source))
+    assert condition.eval(only).value() is True
+    assert condition.eval(cel_env.activation(_request())).value() is True

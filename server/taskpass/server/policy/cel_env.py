@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cel_expr_python import cel
@@ -81,32 +81,78 @@ def compile_list(source: str) -> cel.Expression:
     return expression
 
 
-def activation(request: PolicyRequest) -> cel.Activation:
-    """Bind every attribute of one request; built once per decision, shared by all conditions."""
-    workload = request.workload
-    task = request.task
-    data: dict[str, Any] = {
-        "workload.id": workload.id,
-        "workload.trust_domain": workload.trust_domain,
-        "workload.path": workload.path,
-        "workload.method": workload.method.value,
-        "task.id": task.task_id,
-        "task.audience": task.audience,
-        "task.action": task.action,
-        "task.tool": task.tool,
-        "task.sensitivity": int(task.sensitivity),
-        "task.environment": task.environment,
-        "task.ttl_seconds": int(task.requested_ttl.total_seconds()),
-        "task.reason": task.reason,
-        "task.attributes": dict(task.attributes),
-        "task.orchestrator": task.orchestrator,
-        "request.time": request.now,
-        "request.delegation_depth": request.delegation_depth,
-        "request.parent_rules": list(request.parent_rules),
-        "request.parent_id": request.parent_id,
-    }
-    data.update(CONSTANTS)
+_VALUES: Mapping[str, Callable[[PolicyRequest], Any]] = {
+    "workload.id": lambda r: r.workload.id,
+    "workload.trust_domain": lambda r: r.workload.trust_domain,
+    "workload.path": lambda r: r.workload.path,
+    "workload.method": lambda r: r.workload.method.value,
+    "task.id": lambda r: r.task.task_id,
+    "task.audience": lambda r: r.task.audience,
+    "task.action": lambda r: r.task.action,
+    "task.tool": lambda r: r.task.tool,
+    "task.sensitivity": lambda r: int(r.task.sensitivity),
+    "task.environment": lambda r: r.task.environment,
+    "task.ttl_seconds": lambda r: int(r.task.requested_ttl.total_seconds()),
+    "task.reason": lambda r: r.task.reason,
+    "task.attributes": lambda r: dict(r.task.attributes),
+    "task.orchestrator": lambda r: r.task.orchestrator,
+    "request.time": lambda r: r.now,
+    "request.delegation_depth": lambda r: r.delegation_depth,
+    "request.parent_rules": lambda r: list(r.parent_rules),
+    "request.parent_id": lambda r: r.parent_id,
+}
+ALL_NAMES: frozenset[str] = frozenset([*ATTRIBUTES, *CONSTANTS])
+
+
+def names_read(source: str) -> frozenset[str]:
+    """The attributes and constants a condition (already compiled) reads, so that a decision
+    binds only those: each one bound costs about half a microsecond.
+
+    The checker finds them: compiled where nothing is declared, it names every undeclared
+    reference (`task.attributes.x` of `has(task.attributes.x)` is `task.attributes`). The set is
+    then confirmed by compiling where only it is declared; should that fail, all names."""
+    try:
+        _bare_env().compile(source)
+        return frozenset()  # reads nothing: literals only
+    except RuntimeError as exc:
+        found = {_declared_prefix(name) for name in _UNDECLARED.findall(str(exc))}
+    if None in found:
+        return ALL_NAMES
+    names = frozenset(name for name in found if name is not None)
+    try:
+        _env_of(names).compile(source)
+    except RuntimeError:
+        return ALL_NAMES
+    return names
+
+
+def activation(request: PolicyRequest, names: frozenset[str] = ALL_NAMES) -> cel.Activation:
+    """Bind the `names` (see names_read) of one request; built once per decision, shared by all
+    the conditions that apply."""
+    data: dict[str, Any] = {}
+    for name in names:
+        value = CONSTANTS.get(name)
+        data[name] = _VALUES[name](request) if value is None else value
     return _env().Activation(data)
+
+
+def _declared_prefix(name: str) -> str | None:
+    """`name`, or the declared name it selects a field of; None if there is none."""
+    while name not in ALL_NAMES:
+        name, dot, _ = name.rpartition(".")
+        if not dot:
+            return None
+    return name
+
+
+@functools.cache
+def _bare_env() -> cel.Env:
+    return cel.NewEnv(variables={})
+
+
+def _env_of(names: frozenset[str]) -> cel.Env:
+    declared = {name: ATTRIBUTES.get(name, _INT) for name in names}
+    return cel.NewEnv(variables=declared)
 
 
 def is_error(value: cel.Value) -> bool:

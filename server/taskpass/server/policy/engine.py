@@ -34,15 +34,16 @@ class PolicyEngine:
         self.document = document
         compiled: list[CompiledRule] = []
         for rule in document.rules:
-            condition = None
-            if rule.when is not None:
-                try:
-                    condition = cel_env.compile_condition(rule.when)
-                except ConfigError as exc:
-                    raise ConfigError(
-                        f"{document.source}: rule {rule.id!r} key 'when': {exc.message}"
-                    ) from None
-            compiled.append(CompiledRule(rule, condition))
+            if rule.when is None:
+                compiled.append(CompiledRule(rule, None))
+                continue
+            try:
+                condition = cel_env.compile_condition(rule.when)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{document.source}: rule {rule.id!r} key 'when': {exc.message}"
+                ) from None
+            compiled.append(CompiledRule(rule, condition, cel_env.names_read(rule.when)))
         self._index = RuleIndex(tuple(compiled))
 
     @classmethod

@@ -36,6 +36,8 @@ _Key = tuple[str | None, str | None]
 class CompiledRule:
     rule: Rule
     condition: cel.Expression | None
+    reads: frozenset[str] = frozenset()
+    """The attributes and constants its condition reads (cel_env.names_read)."""
 
     @property
     def match_on_error(self) -> bool:
@@ -84,6 +86,7 @@ class Plan:
     def __init__(self, applicable: Sequence[CompiledRule], *, combine: bool) -> None:
         self.applicable = tuple(applicable)
         self.conditional = tuple(c for c in applicable if c.condition is not None)
+        self.reads = frozenset().union(*(c.reads for c in self.conditional))
         self.unconditional_matches = Matches.of([c.rule for c in applicable], ())
         self._by_results: dict[tuple[bool | None, ...], Matches] = {}
         self.program: cel.Expression | None = None
@@ -97,7 +100,7 @@ class Plan:
     def evaluate(self, request: PolicyRequest, *, policy_version: str) -> Matches:
         if not self.conditional:
             return self.unconditional_matches
-        bound = cel_env.activation(request)
+        bound = cel_env.activation(request, self.reads)
         results: tuple[bool | None, ...] | None = None
         if self.program is not None:
             value = self.program.eval(bound)
@@ -158,13 +161,20 @@ class _Candidates:
         for c in rules:
             if c.rule.workload_pattern.kind is not PatternKind.ANY:
                 distinct.setdefault(c.rule.workload_pattern, len(distinct))
-        self.patterns = tuple(distinct)
         self.pattern_bit = distinct
+        # An exact ID is one dict look-up, however many rules name one; only wildcards are tried.
+        self._exact: dict[str, int] = {}
+        self._wildcards: list[tuple[int, WorkloadPattern]] = []
+        for pattern, bit in distinct.items():
+            if pattern.kind is PatternKind.EXACT:
+                self._exact[pattern.base] = self._exact.get(pattern.base, 0) | 1 << bit
+            else:
+                self._wildcards.append((bit, pattern))
 
     def signature(self, workload_id: str) -> int:
         """A bit per distinct pattern, set where the caller matches it."""
-        mask = 0
-        for bit, pattern in enumerate(self.patterns):
+        mask = self._exact.get(workload_id, 0)
+        for bit, pattern in self._wildcards:
             if pattern.matches(workload_id):
                 mask |= 1 << bit
         return mask
