@@ -15,7 +15,7 @@ import jwt as pyjwt
 from taskpass.client import Task, TaskCredential, TaskpassClient
 from taskpass.server.clock import Clock
 from taskpass.server.pki.builder import Issued
-from tests.integration.harness import BILLING_BOT, ISSUER, Harness, start_harness
+from tests.integration.harness import BILLING_BOT, ISSUER, SIDECAR, Harness, start_harness
 from tests.support.pki import EXAMPLE, TestPki
 
 POLICY = Path(__file__).parent / "delegation_policy.yaml"
@@ -98,8 +98,9 @@ async def chain(harness: Harness, depth: int, *, task_id: str = TASK_ID) -> list
 
 
 async def verified_claims(harness: Harness, token: str, audience: str = "payments-api") -> Any:
-    """The token's claims, verified with PyJWT alone and the server's published JWKS."""
-    async with agent(harness).client() as client:
+    """The token's claims, verified with PyJWT alone and the server's published JWKS (asked by a
+    sidecar: the token's holder may be banned, and then may call nothing)."""
+    async with harness.agent(SIDECAR) as client:
         jwks = await client.jwks()
     kid = pyjwt.get_unverified_header(token)["kid"]
     key = pyjwt.PyJWK(next(k for k in jwks["keys"] if k["kid"] == kid))

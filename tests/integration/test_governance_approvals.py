@@ -195,6 +195,27 @@ async def test_the_requester_never_approves_its_own_request_even_in_the_group(
     assert credential.scopes == ("ledger:write",)
 
 
+async def test_each_rule_is_approved_only_by_its_own_groups(gov: Harness) -> None:
+    # Two rules ask: approval.payments.write (security) and approval.payments.prod (platform or
+    # security). The platform on-call may decide only the second, so it may not approve at all.
+    prod = dataclasses.replace(WRITE, task_id="t-pay-prod", environment="prod")
+    approval_id = await ask(gov, prod)
+
+    async with gov.agent(ONCALL) as oncall:
+        with pytest.raises(PermissionDenied) as refused:
+            await approvals_of(oncall).approve(approval_id)
+    assert refused.value.message == (
+        f"{ONCALL} may not approve approval {approval_id}: approval.payments.write needs a "
+        "member of security-approvers. One approver must be able to approve every rule the "
+        "request needs"
+    )
+    async with gov.agent(ALICE) as alice:
+        await approvals_of(alice).approve(approval_id)
+    async with gov.agent(BILLING_BOT) as agent:
+        credential = await agent.exchange(prod)
+    assert credential.approval_id == approval_id
+
+
 async def test_delegated_approval_platform_decides_low_risk_not_high_risk(gov: Harness) -> None:
     reports = Task(task_id="t-rep", audience="reports-api", action="write", sensitivity="internal")
     low = await ask(gov, reports)

@@ -59,7 +59,9 @@ async def test_a_ban_revokes_what_the_identity_holds_blocks_its_exchanges_until_
         assert banned.ban.banned_by == ADMIN
         with pytest.raises(PermissionDenied, match="banned by security; ask the security team"):
             await agent.exchange(read_task("t-3"))
-        assert not (await agent.introspect(held.token)).active
+        with pytest.raises(PermissionDenied, match="banned by security"):
+            await agent.introspect(held.token)  # a banned identity may call nothing at all
+        assert not (await other.introspect(held.token)).active
         assert (await other.introspect(spared.token)).active
         await follower.has(1)
         assert follower.got[0].kind is RevocationKind.IDENTITY

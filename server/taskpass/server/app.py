@@ -172,8 +172,10 @@ def _audit_key_change(store: Store, clock: Clock) -> OnChange:
         payload = {
             k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in details.items()
         }
+        # "by": the admin who asked (RotateSigningKey); the server itself for scheduled steps
+        actor = str(payload.pop("by", None) or "taskpass")
         await store.audit.append(
-            AuditEntry(kind=what, actor="taskpass", at=clock.now(), payload=payload)
+            AuditEntry(kind=what, actor=actor, at=clock.now(), payload=payload)
         )
 
     return record
@@ -214,6 +216,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         clock=clock,
         ttl=config.approvals.ttl,
         recheck=config.approvals.recheck,
+        approvers_of=lambda rule_id: policy.current().approvers_of(rule_id),
     )
     revocations = await _revocations(config, store, issuer, keys, clock, metrics)
     tasks = TaskService(
@@ -333,7 +336,7 @@ class TaskpassServer:
         """Run a background loop for the server's lifetime (cancelled by stop())."""
         self._background.append(asyncio.create_task(work))
 
-    async def _audit_denied(self, workload: Workload, method: str) -> None:
+    async def _audit_denied(self, workload: Workload, method: str, why: str) -> None:
         c = self.components
         await c.store.audit.append(
             AuditEntry(
@@ -342,6 +345,7 @@ class TaskpassServer:
                 at=c.clock.now(),
                 payload={
                     "method": method,
+                    "reason": why,
                     "workload": {
                         "id": workload.id,
                         "method": workload.method.value,
@@ -366,6 +370,7 @@ class TaskpassServer:
                 table=AUTHORIZATION,
                 groups=c.groups,
                 on_denied=self._audit_denied,
+                bans=c.revocations.bans,
             ),
             limits=c.config.limits,
             access_log=c.config.logging.access_log,

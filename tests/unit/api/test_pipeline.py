@@ -93,7 +93,7 @@ def _handler(fn: Callable[..., Any]) -> grpc.RpcMethodHandler[Any, Any]:
 
 
 def _pipeline(metrics: Metrics, access_log: AccessLog, denied: list[Any]) -> CallPipeline:
-    async def on_denied(workload: Workload, method: str) -> None:
+    async def on_denied(workload: Workload, method: str, why: str) -> None:
         denied.append((workload.id, method, current_request_id()))
 
     return CallPipeline(

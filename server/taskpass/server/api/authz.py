@@ -2,7 +2,9 @@
 
 Every RPC is attested first (see authn.py); the attested Workload is then available to the
 servicer through `current_workload()`. A method that is not in any table is denied, and so is a
-caller outside the groups a method names; denials are reported to `on_denied` (the audit log).
+caller outside the groups a method names, and so is a banned identity, whatever its groups (a
+banned approver or admin keeps no power; Exchange also refuses it itself, see
+revocation/service.py). Denials are reported to `on_denied` (the audit log) with the reason.
 The server runs this stage inside its one interceptor (api/pipeline.py).
 """
 
@@ -21,6 +23,7 @@ from taskpass.server.api.pipeline import Admit
 from taskpass.server.errors import PermissionDenied
 from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.workload import Workload
+from taskpass.server.revocation.bans import BanList
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,8 @@ def current_workload() -> Workload:
 
 
 Context = grpc.aio.ServicerContext[Any, Any]
-DeniedHook = Callable[[Workload, str], Awaitable[None]]
+DeniedHook = Callable[[Workload, str, str], Awaitable[None]]
+"""Called with the caller, the full method and why it was refused."""
 
 
 class Authorization:
@@ -64,11 +68,13 @@ class Authorization:
         table: Mapping[str, Access],
         groups: Groups,
         on_denied: DeniedHook | None = None,
+        bans: BanList | None = None,
     ) -> None:
         self._attestor = attestor
         self._table = dict(table)
         self._groups = groups
         self._on_denied = on_denied
+        self._bans = bans
 
     def admission(self, method: str) -> Admit | None:
         access = self._table.get(method)
@@ -81,9 +87,13 @@ class Authorization:
         _current.set(workload)  # attested: named in the access line even if refused below
         if access is None:
             raise PermissionDenied(f"{method} is not open to any caller")
+        if self._bans is not None and (ban := self._bans.banned(workload.id)) is not None:
+            if self._on_denied is not None:
+                await self._on_denied(workload, method, f"banned by the ban on {ban.pattern}")
+            self._bans.check(workload.id)  # raises: it is banned
         if access.groups is not None and not self._groups.member_of_any(workload.id, access.groups):
             if self._on_denied is not None:
-                await self._on_denied(workload, method)
+                await self._on_denied(workload, method, "not in the groups that may call it")
             needed = ", ".join(sorted(access.groups))
             raise PermissionDenied(
                 f"{workload.id} may not call {method.rsplit('/', 1)[-1]}: it needs membership "

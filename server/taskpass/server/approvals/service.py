@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import secrets
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 
 from taskpass.server.approvals.signals import RESYNC, ApprovalSignals
@@ -85,6 +85,12 @@ class ApprovalChange:
     state: ApprovalState
 
 
+ApproversOf = Callable[[str], frozenset[str] | None]
+MAX_DELEGATION_WALK = 16
+"""Parent credentials followed to find who a delegated request is made for (DEFAULT_MAX_DEPTH
+of delegation/service.py is 3; a longer chain than this cannot have been issued)."""
+
+
 class Approvals:
     def __init__(
         self,
@@ -95,9 +101,13 @@ class Approvals:
         ttl: dt.timedelta = DEFAULT_TTL,
         signals: ApprovalSignals | None = None,
         recheck: dt.timedelta = DEFAULT_RECHECK,
+        approvers_of: ApproversOf | None = None,
     ) -> None:
         """`recheck`: how often a waiter re-reads its approval even without a signal, so a
-        decision whose notification was lost (another replica's) is still seen soon."""
+        decision whose notification was lost (another replica's) is still seen soon.
+        `approvers_of`: the approver groups of a rule in the policy in force (None for a rule it
+        no longer has); without it, every rule of a request takes the request's groups."""
+        self._approvers_of = approvers_of
         if ttl <= dt.timedelta(0) or recheck <= dt.timedelta(0):
             raise ValueError("the approval ttl and the recheck interval must be positive")
         self._recheck = recheck.total_seconds()
@@ -335,11 +345,46 @@ class Approvals:
         self.signals.notify(approval_id)
         return decided
 
+    def satisfied_by(self, approval: ApprovalRecord) -> frozenset[str]:
+        """The rules of a granted approval its approver may satisfy under the policy in force:
+        each rule only by a member of its own approver groups."""
+        by = approval.decided_by or ""
+        return frozenset(
+            rule
+            for rule in approval.rules
+            if self._groups.member_of_any(by, self._rule_groups(approval, rule))
+        )
+
+    def _rule_groups(self, approval: ApprovalRecord, rule: str) -> Collection[str]:
+        groups = self._approvers_of(rule) if self._approvers_of is not None else None
+        return approval.approver_groups if groups is None else groups
+
+    async def _delegated_for(self, approval: ApprovalRecord) -> set[str]:
+        """Who holds the credentials a delegated request descends from: the principal it is
+        made for and every actor between, none of whom may decide it."""
+        holders: set[str] = set()
+        jti = approval.parent_jti
+        for _ in range(MAX_DELEGATION_WALK):
+            if not jti:
+                break
+            parent = await self._store.credentials.get_credential(jti)
+            if parent is None:
+                break
+            holders.add(parent.requester)
+            jti = parent.parent_jti
+        return holders
+
     async def _check_decider(
         self, approver: Workload, approval: ApprovalRecord, *, approve: bool
     ) -> None:
         action = "approve" if approve else "deny"
         groups = ", ".join(approval.approver_groups)
+        # To approve, a member of every rule's own groups; to deny, of any of them (a veto).
+        lacking = [
+            rule
+            for rule in approval.rules
+            if not self._groups.member_of_any(approver.id, self._rule_groups(approval, rule))
+        ]
         if approver.id == approval.requester:
             problem = (
                 f"{approver.id} asked for approval {approval.approval_id} and may not {action} "
@@ -350,6 +395,21 @@ class Approvals:
                 f"{approver.id} may not {action} approval {approval.approval_id}: rule(s) "
                 f"{', '.join(approval.rules)} need a member of {groups} (groups are set by the "
                 "security team in the server config)"
+            )
+        elif approve and lacking:
+            needed = "; ".join(
+                f"{rule} needs a member of {', '.join(sorted(self._rule_groups(approval, rule)))}"
+                for rule in lacking
+            )
+            problem = (
+                f"{approver.id} may not approve approval {approval.approval_id}: {needed}. One "
+                "approver must be able to approve every rule the request needs"
+            )
+        elif approver.id in await self._delegated_for(approval):
+            problem = (
+                f"{approver.id} may not {action} approval {approval.approval_id}: the request "
+                "is delegated from a credential it holds, so it is made on its behalf; another "
+                "approver must decide"
             )
         else:
             return

@@ -17,7 +17,7 @@ from pathlib import Path
 from taskpass.server.errors import ConfigError
 from taskpass.server.policy import cel_env
 from taskpass.server.policy.decision import Decision, Outcome
-from taskpass.server.policy.document import PolicyDocument, parse_policy
+from taskpass.server.policy.document import Effect, PolicyDocument, parse_policy
 from taskpass.server.policy.durations import format_duration
 from taskpass.server.policy.matching import CompiledRule, Matches, RuleIndex
 from taskpass.server.policy.request import PolicyRequest
@@ -45,6 +45,15 @@ class PolicyEngine:
                 ) from None
             compiled.append(CompiledRule(rule, condition, cel_env.names_read(rule.when)))
         self._index = RuleIndex(tuple(compiled))
+        self._approvers = {
+            rule.id: frozenset(rule.approvers)
+            for rule in document.rules
+            if rule.effect is Effect.REQUIRE_APPROVAL
+        }
+
+    def approvers_of(self, rule_id: str) -> frozenset[str] | None:
+        """The approver groups of an approval rule of this document; None for any other id."""
+        return self._approvers.get(rule_id)
 
     @classmethod
     def from_yaml(cls, text: bytes, *, source: str) -> PolicyEngine:

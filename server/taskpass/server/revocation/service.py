@@ -151,8 +151,16 @@ class RevocationService:
         return Revoked(tuple(revoked), stored)
 
     async def ban(self, actor: Workload, pattern: str, *, reason: str) -> Banned:
-        """Revoke everything the identity holds and refuse its exchanges until unbanned."""
+        """Revoke everything the identity holds and refuse its calls until unbanned."""
         pattern = _pattern(pattern)
+        if WorkloadPattern.parse(pattern).matches(actor.id):
+            # A banned identity may call nothing (api/authz.py), unban included: an admin who
+            # banned itself could not undo it, and banning every admin would lock security out.
+            raise InvalidRequest(
+                "identity",
+                f"{pattern} covers your own identity ({actor.id}); a ban on it must come from "
+                "another admin",
+            )
         reason = _reason(reason) or "banned by security"
         at = self._clock.now()
         ban = BanRecord(pattern=pattern, banned_at=at, banned_by=actor.id, reason=reason)

@@ -255,13 +255,28 @@ class TaskService:
                 approver_groups=decision.approver_groups,
                 approval_id=approval.approval_id,
             )
+        if self._revocation is not None and self._revocation.bans.banned(approval.decided_by or ""):
+            raise PermissionDenied(
+                f"approval {approval.approval_id} was given by {approval.decided_by}, who has "
+                "been banned since; a new approval needs a new task_id",
+                details={"approval_id": approval.approval_id, "decision_id": decision_id},
+            )
         now = self._clock.now()
-        regranted = self._decide(workload, task, now, hop, frozenset(approval.rules))
+        satisfied = self._approvals.satisfied_by(approval)
+        regranted = self._decide(workload, task, now, hop, satisfied)
         if regranted.outcome is Outcome.DENY:
             raise PolicyDenied(
                 regranted.reason or "denied by policy",
                 decision_id=decision_id,
                 matched_rules=regranted.matched_rules,
+            )
+        if regranted.outcome is Outcome.PENDING_APPROVAL:  # the policy changed since: see below
+            raise PermissionDenied(
+                f"approval {approval.approval_id} by {approval.decided_by} does not satisfy "
+                f"rule(s) {', '.join(regranted.approval_rules)} of the policy in force, which "
+                f"need a member of {', '.join(regranted.approver_groups)}; a new approval needs "
+                "a new task_id",
+                details={"approval_id": approval.approval_id, "decision_id": decision_id},
             )
         consumed, regranted = await self._approvals.consume(
             approval, workload, task, regranted, decision_id, parent_jti=_parent_jti(hop)
