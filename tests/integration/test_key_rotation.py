@@ -100,3 +100,4 @@ async def test_rotation_is_audited(harness: Harness) -> None:
     records = await harness.server.store.audit.read(after_seq=0, limit=1000)
     published = [r for r in records if r.kind == "key_published"]
     assert [r.payload["kid"] for r in published] == [upcoming.kid]
+    assert published[0].actor == ADMIN  # the admin who asked, not the server

@@ -151,7 +151,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.RotateSigningKeyRequest, context: Context
     ) -> pb.RotateSigningKeyResponse:
         try:
-            started = await self._rotation.begin()
+            started = await self._rotation.begin(by=current_workload().id)
         except TaskpassError as error:
             await abort_with(context, error)
         upcoming = next(k for k in self._rotation.keys.signing_keys() if k.kid == started.next_kid)

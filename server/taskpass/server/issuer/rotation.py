@@ -49,11 +49,14 @@ class KeyRotation:
     def signs_from(self, key: SigningKey) -> dt.datetime:
         return key.created_at + self._grace
 
-    async def begin(self) -> RotationStarted:
-        """Publish a new key as `next`; Conflict if one is already waiting."""
+    async def begin(self, *, by: str) -> RotationStarted:
+        """Publish a new key as `next` at `by`'s request (the admin's SPIFFE ID, audited as the
+        actor); Conflict if one is already waiting."""
         key = self._keys.rotate()
         started = RotationStarted(next_kid=key.kid, signs_from=self.signs_from(key))
-        await self._report("key_published", {"kid": key.kid, "signs_from": started.signs_from})
+        await self._report(
+            "key_published", {"kid": key.kid, "signs_from": started.signs_from, "by": by}
+        )
         return started
 
     async def tick(self) -> None:
@@ -67,6 +70,8 @@ class KeyRotation:
             await self._report("key_unpublished", {"kid": kid})
 
     async def run(self, interval: dt.timedelta) -> None:
+        if interval <= dt.timedelta(0):  # the config refuses it too: sleep(0) would spin
+            raise ValueError("the rotation check interval must be positive")
         while True:
             await asyncio.sleep(interval.total_seconds())
             try:
