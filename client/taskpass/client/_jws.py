@@ -6,6 +6,8 @@ one of `types` (in any case); its `alg` is on the allow-list; its `kid` names a 
 unknown one makes the key cache refetch once, within its cooldown); the signature; a payload that
 is a JSON object. Each failure is the caller's own error, built by its `refuse` from a `Refusal`
 (values that verifier.Reason and security_events.RejectReason share) and the caller's `Words`.
+With `confirm_unknown_kids`, a kid is refused as unknown only once freshly fetched keys lack it
+too; until they can be fetched it is Unavailable (see JwksCache.key).
 
 With `cache_size`, the last tokens that passed are remembered (least recently used out): a
 relying party sees the same credential on every call its holder makes, and the signature check
@@ -109,6 +111,7 @@ class JwsChecks:
         words: Words,
         refuse: Callable[[Refusal, str], Exception],
         cache_size: int = 0,
+        confirm_unknown_kids: bool = False,
     ) -> None:
         self._keys = keys
         self._algorithms = tuple(algorithms)
@@ -118,6 +121,7 @@ class JwsChecks:
         self._refuse = refuse
         self._registry = _Registry(algorithms=self._algorithms, strict_check_header=False)
         self._cache_size = cache_size
+        self._confirm = confirm_unknown_kids
         self._passed: collections.OrderedDict[str, _Passed] = collections.OrderedDict()
 
     async def open(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -127,7 +131,10 @@ class JwsChecks:
         passed = self._passed.get(token) if self._cache_size and isinstance(token, str) else None
         if passed is not None:
             # (The key lookup may wait for a fetch, while other calls change the cache.)
-            if await self._keys.key(passed.header["kid"]) is passed.key:
+            if (
+                await self._keys.key(passed.header["kid"], confirm_unknown=self._confirm)
+                is passed.key
+            ):
                 if token in self._passed:
                     self._passed.move_to_end(token)
                 return dict(passed.header), self._payload(passed.payload)
@@ -137,7 +144,7 @@ class JwsChecks:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise self._refuse(Refusal.MALFORMED, f"{self._words.it} has no kid header")
-        key = await self._keys.key(kid)
+        key = await self._keys.key(kid, confirm_unknown=self._confirm)
         if key is None:
             raise self._refuse(Refusal.UNKNOWN_KEY, self._words.unknown_key(kid))
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,6 +16,7 @@ from taskpass._proto.v1 import credential_pb2 as pb
 from taskpass._proto.v1 import credential_pb2_grpc as pb_grpc
 from taskpass.client.clock import Clock
 from taskpass.client.errors import InvalidRequest, from_rpc_error
+from taskpass.client.jwks import parse_document
 from taskpass.client.models import SENSITIVITIES, Introspection, Task, TaskCredential
 from taskpass.client.task_handle import TaskHandle, check_delegation
 from taskpass.client.timestamps import from_timestamp
@@ -242,12 +242,12 @@ class TaskpassClient:
         return Introspection(active=True, claims=claims)
 
     async def jwks(self) -> dict[str, Any]:
+        """The server's JWK Set; Unavailable if its reply is not a JSON object."""
         try:
             r = await self._credentials.GetJwks(pb.GetJwksRequest(), timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
-        value: dict[str, Any] = json.loads(r.jwks_json)
-        return value
+        return parse_document(r.jwks_json, source="the GetJwks RPC")
 
     def task(
         self,

@@ -8,7 +8,8 @@ not know (the server publishes a new key before signing with it, so an unknown k
 our copy is old). Refetches for unknown kids are at least `refetch_cooldown` apart, so a flood of
 tokens with made-up kids cannot turn the verifier into a load generator against the JWKS endpoint.
 When a refresh fails the keys already held stay in use (retried no more often than the cooldown);
-only the very first fetch failing is an error.
+only the very first fetch failing is an error, and while it keeps failing it too is retried no
+more often than the cooldown (each token in between is Unavailable at once, without a fetch).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import logging
 import ssl
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeGuard
 
 import aiohttp
 from joserfc.errors import JoseError
@@ -94,13 +95,20 @@ class HttpJwks:
             raise Unavailable(f"cannot fetch the JWKS from {self._url}: {exc}") from exc
         except TimeoutError as exc:
             raise Unavailable(f"fetching the JWKS from {self._url} timed out") from exc
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise Unavailable(f"the JWKS at {self._url} is not JSON") from exc
-        if not isinstance(document, dict):
-            raise Unavailable(f"the JWKS at {self._url} is not a JSON object")
-        return document
+        return parse_document(body, source=self._url)
+
+
+def parse_document(body: str | bytes | bytearray, *, source: str) -> dict[str, Any]:
+    """A fetched JWKS body as a JSON object, or Unavailable saying what is wrong with it."""
+    try:
+        document = json.loads(body)
+    except RecursionError as exc:  # json's parser recurses once per nesting level
+        raise Unavailable(f"the JWKS from {source} is nested too deeply to be a JWK Set") from exc
+    except ValueError as exc:
+        raise Unavailable(f"the JWKS from {source} is not JSON") from exc
+    if not isinstance(document, dict):
+        raise Unavailable(f"the JWKS from {source} is not a JSON object")
+    return document
 
 
 class GrpcJwks:
@@ -137,16 +145,20 @@ def import_keys(
     """The usable signing keys of a JWKS, by kid.
 
     A key is skipped (and logged) when it has no kid, is for encryption, names an algorithm not
-    allowed here, or is not the key type those algorithms need; a whole document that is not a JWK
-    Set is an error.
+    allowed here, or is not the key type those algorithms need; so is an entry that is not a JSON
+    object or whose kid, kty, crv or alg is not a string (logged once per document), rather than
+    one such entry breaking every verification. A whole document that is not a JWK Set is an
+    error.
     """
     entries = document.get("keys")
     if not isinstance(entries, list):
         raise Unavailable(f"{source} did not return a JWK Set (no 'keys' array)")
     allowed_types = {KEY_TYPES[alg] for alg in algorithms}
     keys: dict[str, Key] = {}
+    malformed = 0
     for entry in entries[:MAX_KEYS]:
-        if not isinstance(entry, dict):
+        if not _well_typed(entry):
+            malformed += 1
             continue
         kid, use, alg = entry.get("kid"), entry.get("use"), entry.get("alg")
         if not isinstance(kid, str) or not kid:
@@ -160,7 +172,22 @@ def import_keys(
             keys[kid] = JWKRegistry.import_key(entry)
         except (JoseError, ValueError, TypeError) as exc:
             log.warning("JWKS from %s: skipping key %s: %s", source, kid, exc)
+    if malformed:
+        log.warning(
+            "JWKS from %s: skipping %d malformed entries (not an object, or a kid, kty, crv or "
+            "alg that is not a string)",
+            source,
+            malformed,
+        )
     return keys
+
+
+def _well_typed(entry: object) -> TypeGuard[dict[str, Any]]:
+    """An object whose members used for lookups are strings where present: others are not
+    hashable or comparable as the lookups need (a list crv raised TypeError)."""
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(name, ""), str) for name in ("kid", "kty", "crv", "alg")
+    )
 
 
 class JwksCache:
@@ -185,6 +212,8 @@ class JwksCache:
         self._attempted_at: dt.datetime | None = None
         self._refetched_at: dt.datetime | None = None
         self._fetches = 0
+        self._loads = 0  # fetches that succeeded
+        self._failure: str | None = None  # why the last fetch failed; None once one succeeds
         self._lock = asyncio.Lock()
 
     @property
@@ -200,11 +229,19 @@ class JwksCache:
     def kids(self) -> frozenset[str]:
         return frozenset(self._keys or ())
 
-    async def key(self, kid: str) -> Key | None:
-        """The key for `kid`, refreshing first if the cache is old or does not know the kid."""
+    async def key(self, kid: str, *, confirm_unknown: bool = False) -> Key | None:
+        """The key for `kid`, refreshing first if the cache is old or does not know the kid;
+        None when no published key has it.
+
+        With `confirm_unknown`, None only once keys fetched during this call lack it too: when
+        they could not be (the refetch failed, or the last one is within the cooldown) it is
+        Unavailable, "cannot tell yet", for a caller that can retry later rather than lose what
+        a token signed by a just-published key says (the revocation watcher).
+        """
         now = self._clock.now()
-        fetched = self._fetches
+        fetched, loaded = self._fetches, self._loads
         if self._keys is None:
+            self._refuse_within_cooldown(now)
             await self.refresh(force=True)
         elif self._due(now):
             await self.refresh(force=False)
@@ -214,6 +251,13 @@ class JwksCache:
             self._refetched_at = now
             await self.refresh(force=False)
             key = self._keys.get(kid)
+        if key is None and confirm_unknown and loaded == self._loads:
+            cooldown = self._cooldown.total_seconds()
+            why = self._failure or f"the last refetch was less than {cooldown:g} s ago"
+            raise Unavailable(
+                f"cannot tell whether kid {kid} is published: the JWKS from {self._source.name} "
+                f"could not be fetched again ({why}); retrying after the cooldown"
+            )
         return key
 
     async def refresh(self, *, force: bool = True) -> None:
@@ -221,20 +265,36 @@ class JwksCache:
         `force` (an explicit refresh); otherwise a failure is logged and the old keys stay."""
         seen = self._fetches
         async with self._lock:
-            if self._fetches != seen and self._keys is not None:
-                return  # another caller fetched while we waited: use its result
+            if self._fetches != seen:  # another caller fetched while we waited: its result
+                if self._keys is not None:
+                    return
+                raise Unavailable(f"no JWKS yet: {self._failure or 'the fetch failed'}")
             self._fetches += 1
             self._attempted_at = self._clock.now()
             try:
                 document = await self._source.fetch()
                 keys = import_keys(document, algorithms=self._algorithms, source=self._source.name)
             except Unavailable as exc:
+                self._failure = exc.message
                 if force or self._keys is None:
                     raise
                 log.warning("keeping the JWKS fetched earlier: %s", exc.message)
                 return
             self._keys = keys
             self._fetched_at = self._attempted_at
+            self._loads += 1
+            self._failure = None
+
+    def _refuse_within_cooldown(self, now: dt.datetime) -> None:
+        """While the first fetch keeps failing, refuse at once until the cooldown has passed:
+        otherwise every token would wait for a fetch of its own."""
+        attempted = self._attempted_at
+        if self._failure is not None and attempted is not None:
+            retry_at = attempted + self._cooldown
+            if now < retry_at:
+                raise Unavailable(
+                    f"no JWKS yet: {self._failure} (next attempt at {retry_at.isoformat()})"
+                )
 
     def _due(self, now: dt.datetime) -> bool:
         """Old enough to refresh, and (while the source is failing) not tried too recently."""

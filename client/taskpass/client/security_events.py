@@ -2,8 +2,9 @@
 
 A subscriber trusts what a SET says, not the plain fields beside it: `verify()` checks the SET
 (compact JWS, `typ` secevent+jwt, allowed `alg`, a published `kid` — an unknown one makes the key
-cache refetch once, within its cooldown — the signature, `iss`, an `iat` not in the future, one
-session-revoked event) and reads what it revokes from its `sub_id`:
+cache refetch once, within its cooldown, and is Unavailable, "cannot tell yet", until a refetch
+succeeds — the signature, `iss`, an `iat` not in the future, one session-revoked event with an
+`event_timestamp` in years 1..9999) and reads what it revokes from its `sub_id`:
 
     {"format": "jwt_id", "iss", "jti"}                                one credential
     {"format": "complex", "session": {"format": "opaque", "id": task},
@@ -28,6 +29,7 @@ from taskpass.client._jws import JwsChecks, Refusal, Words, allowed_algorithms
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import TaskpassClientError
 from taskpass.client.jwks import JwksCache
+from taskpass.client.timestamps import representable
 
 SESSION_REVOKED: Final = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
 SECURITY_EVENT_TYPES: Final = frozenset({"secevent+jwt", "application/secevent+jwt"})
@@ -126,6 +128,9 @@ class SecurityEventVerifier:
                 unknown_key=lambda kid: f"no published key has kid {kid}",
             ),
             refuse=_refused,
+            # A kid our copy of the JWKS lacks is most likely a key just rotated in: the watcher
+            # retries the event once the keys can be refetched; rejecting it would lose it.
+            confirm_unknown_kids=True,
         )
 
     @property
@@ -133,7 +138,8 @@ class SecurityEventVerifier:
         return self._keys
 
     async def verify(self, token: str) -> SignedRevocation:
-        """What `token` revokes, or RejectedEvent; Unavailable if no keys can be fetched."""
+        """What `token` revokes, or RejectedEvent; Unavailable if no keys can be fetched, or its
+        kid is unknown and the keys cannot be fetched again yet (retry the event later)."""
         _, claims = await self._jws.open(token)
         return self._revocation(self._checked_claims(claims))
 
@@ -161,6 +167,8 @@ class SecurityEventVerifier:
         at = event.get("event_timestamp", claims["iat"])
         if isinstance(at, bool) or not isinstance(at, int):
             raise _reject(RejectReason.MALFORMED, "event_timestamp is not a number")
+        if not representable(at):  # the watcher makes a datetime of it
+            raise _reject(RejectReason.MALFORMED, "event_timestamp is not a date in years 1..9999")
         kind, subject, task_id, jti = _subject(claims.get("sub_id"), issuer)
         txn = claims.get("txn")
         if task_id is not None and kind is RevocationKind.TASK and txn != task_id:

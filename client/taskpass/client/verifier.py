@@ -6,11 +6,11 @@
 Checks, in order, each failing as `InvalidToken` with its `Reason`: a compact JWS of sane size;
 `typ` is `at+jwt` (RFC 9068 §4); `alg` is on the allow-list; the `kid` is a published key (an
 unknown kid makes the key cache refetch once, within its cooldown); the signature; `iss`; `aud`
-holds one of our audiences; `exp`/`nbf`/`iat` within a small leeway; the RFC 9068 claims are
-present; the `cnf.x5t#S256` binding (RFC 8705) matches the certificate the caller presented, so
-a token replayed by another workload fails; and, last, the revocation checker: the SDK's
-`RevocationWatcher` (asked with the token's claims, so task and identity revocations count), or
-anything with `is_revoked(jti) -> bool`.
+holds one of our audiences; `exp`/`nbf`/`iat` within a small leeway, and dates in years 1..9999;
+the RFC 9068 claims are present; the `cnf.x5t#S256` binding (RFC 8705) matches the certificate
+the caller presented, so a token replayed by another workload fails; and, last, the revocation
+checker: the SDK's `RevocationWatcher` (asked with the token's claims, so task and identity
+revocations count), or anything with `is_revoked(jti) -> bool`.
 
 JOSE parsing and signature checks are joserfc's; this module decides which keys and claims count
 (the checks up to the payload are _jws.py's, shared with security_events.py). The registered
@@ -39,6 +39,7 @@ from taskpass.client._jws import JwsChecks, Refusal, Words, allowed_algorithms
 from taskpass.client.clock import Clock, SystemClock
 from taskpass.client.errors import InvalidRequest, TaskpassClientError
 from taskpass.client.jwks import JWKS_PATH, GrpcJwks, HttpJwks, JwksCache, JwksSource
+from taskpass.client.timestamps import representable
 
 if TYPE_CHECKING:
     from taskpass.client.client import TaskpassClient
@@ -285,6 +286,13 @@ class CredentialVerifier:
             value = claims.get(name)
             if value is not None and not (_numeric_date(value) and value <= now + leeway):
                 raise _claim_error(name, self._issuer, self._audiences)
+        for name in ("exp", "nbf", "iat"):  # numbers by now; _credential makes datetimes of them
+            value = claims.get(name)
+            if value is not None and not representable(value):
+                raise InvalidToken(
+                    Reason.INVALID_CLAIM,
+                    f"the token's {name} is not a date in years 1..9999",
+                )
         scope, task, txn = claims.get("scope", ""), claims.get("task", {}), claims.get("txn", "")
         if not isinstance(scope, str) or not isinstance(task, dict) or not isinstance(txn, str):
             raise InvalidToken(Reason.INVALID_CLAIM, "the token's scope, task or txn is malformed")

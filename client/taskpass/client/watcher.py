@@ -15,11 +15,18 @@
   too, with the same backoff, logged at WARNING with the server's message each time: only the
   server's operator can fix it, and a watcher that raised would leave a sidecar's revocations
   silently frozen; this one resumes on its own once the row is restored.
-- Each event is yielded once: live events at or below the cursor and snapshot events already
-  seen are dropped (`duplicates` counts them).
+- Each event is yielded once: live events at or below the cursor, and snapshot events whose SET
+  was already received under the same seq, are dropped (`duplicates` counts them). Dedupe is by
+  SET, not by seq alone: a server whose log restarted below the cursor (a restored backup)
+  answers with a snapshot, and its next events reuse seqs the watcher saw for other events.
 - Each SET is verified (see security_events.py) with keys from the server's JWKS; a forged SET,
-  one whose fields disagree with the stream's, or one replayed under another seq is not applied
-  (`rejected` counts them, `last_rejection` says why). Events already expired are skipped.
+  one whose fields disagree with the stream's, one replayed under another seq, or one with a
+  time no datetime can hold is not applied (`rejected` counts them, `last_rejection` says why).
+  Events already expired are skipped.
+- A SET signed with a kid the keys held lack (a key just rotated in) is rejected only once keys
+  fetched for it lack it too. While the JWKS cannot be refetched (the fetch fails, or the last
+  refetch is within the key cache's cooldown), the watcher does not move its cursor past the
+  event: it reconnects with backoff, as for an unreachable server, and the event is sent again.
 - What is revoked is kept until it expires, then pruned: credentials by jti, tasks by
   (requester, task id), identities by ID or pattern with the time of the ban. Task and identity
   revocations name the task or identity, not each jti, so check a token with its claims
@@ -163,7 +170,6 @@ class RevocationWatcher:
         self._tasks: dict[tuple[str, str], dt.datetime] = {}
         self._identities: dict[str, tuple[int, dt.datetime]] = {}
         self._sets: dict[str, tuple[int, dt.datetime]] = {}  # SET jti -> (seq, expiry)
-        self._seen: dict[int, dt.datetime] = {}  # seq -> expiry, for snapshot dedupe
         self.duplicates = 0
         self.rejected = 0
         self.reconnects = 0
@@ -260,7 +266,7 @@ class RevocationWatcher:
                         error.code().name,
                         self._cursor,
                     )
-            except Unavailable as error:  # the JWKS could not be fetched to verify an event
+            except Unavailable as error:  # no JWKS to verify an event with: it is sent again
                 failures += 1
                 log.warning("cannot verify revocation events yet: %s", error.message)
             finally:
@@ -296,24 +302,23 @@ class RevocationWatcher:
             log.info("revocation stream ended by the server: %s", response.end.reason)
 
     async def _accept(self, event: pb.RevocationEvent) -> Revocation | None:
-        """Verify and apply one event; None when it is a duplicate, expired or rejected."""
-        if event.seq in self._seen:
-            self.duplicates += 1
-            return None
-        expires_at = from_timestamp(event.expires_at)
-        if expires_at <= self._clock.now():
-            return None  # nothing it revokes can still be presented
+        """Verify and apply one event; None when it is a duplicate, expired or rejected.
+        Unavailable (the keys cannot be fetched yet) passes through: the event is not seen."""
         try:
+            expires_at = _expiry(event)
+            if expires_at <= self._clock.now():
+                return None  # nothing it revokes can still be presented
             signed = await self._verifier.verify(event.security_event_token)
             _check_fields(event, signed)
-            self._check_replay(event.seq, signed.set_jti)
+            if self._received_before(event.seq, signed.set_jti):
+                self.duplicates += 1
+                return None
         except RejectedEvent as rejection:
             self.rejected += 1
             self.last_rejection = rejection
             log.warning("seq %d: %s", event.seq, rejection.message)
             return None
         self._apply(signed, expires_at)
-        self._seen[event.seq] = expires_at
         self._sets[signed.set_jti] = (event.seq, expires_at)
         return Revocation(
             seq=event.seq,
@@ -328,7 +333,9 @@ class RevocationWatcher:
             set_jti=signed.set_jti,
         )
 
-    def _check_replay(self, seq: int, set_jti: str) -> None:
+    def _received_before(self, seq: int, set_jti: str) -> bool:
+        """Whether this SET came before as this seq (a snapshot sent again); RejectedEvent if it
+        came as another seq (replayed)."""
         known = self._sets.get(set_jti)
         if known is not None and known[0] != seq:
             raise RejectedEvent(
@@ -336,6 +343,7 @@ class RevocationWatcher:
                 f"revocation event rejected (replayed): its SET was already received as seq "
                 f"{known[0]}",
             )
+        return known is not None
 
     def _apply(self, signed: SignedRevocation, expires_at: dt.datetime) -> None:
         if signed.kind is RevocationKind.CREDENTIAL and signed.jti is not None:
@@ -357,7 +365,16 @@ class RevocationWatcher:
         self._tasks = {k: v for k, v in self._tasks.items() if v > now}
         self._identities = {k: v for k, v in self._identities.items() if v[1] > now}
         self._sets = {k: v for k, v in self._sets.items() if v[1] > now}
-        self._seen = {k: v for k, v in self._seen.items() if v > now}
+
+
+def _expiry(event: pb.RevocationEvent) -> dt.datetime:
+    try:
+        return from_timestamp(event.expires_at)
+    except ValueError:  # seconds beyond what a datetime (and a valid Timestamp) can hold
+        raise RejectedEvent(
+            RejectReason.MALFORMED,
+            "revocation event rejected (malformed): its expires_at is not a date in years 1..9999",
+        ) from None
 
 
 def _check_fields(event: pb.RevocationEvent, signed: SignedRevocation) -> None:

@@ -7,8 +7,9 @@ party behind an Envoy that terminates the caller's mTLS.
 Envoy must be told to send the certificate (`set_current_client_cert_details: {cert: true}`) and
 to replace whatever XFCC the caller sent (`forward_client_cert_details: SANITIZE_SET`): trust
 this header only from your own proxy. The format is comma-separated elements (one per proxy hop,
-the last one nearest to us), each `Key=value` pairs separated by `;`, values optionally quoted;
-`Cert` holds the URL-encoded PEM of the client certificate.
+the last one nearest to us), each `Key=value` pairs separated by `;`, values optionally quoted
+(a `"` inside a quoted value is escaped as `\\"`, e.g. in a certificate's Subject); `Cert` holds
+the URL-encoded PEM of the client certificate.
 """
 
 from __future__ import annotations
@@ -20,27 +21,62 @@ from taskpass.client.errors import InvalidRequest
 MAX_HEADER_BYTES = 64 * 1024
 
 
+def _malformed(what: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"x-forwarded-client-cert: {what}; the header must come from your own Envoy "
+        "(forward_client_cert_details: SANITIZE_SET)"
+    )
+
+
 def _split(text: str, separator: str) -> list[str]:
-    """Split on `separator` outside double quotes."""
+    """Split on `separator` outside double quotes; a backslash inside quotes escapes the next
+    character (kept as is: `_value` undoes it), so an escaped quote does not end the value."""
     parts: list[str] = []
     current: list[str] = []
-    quoted = False
+    quoted = escaped = False
     for char in text:
-        if char == '"':
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
             quoted = not quoted
-        if char == separator and not quoted:
+        elif char == separator and not quoted:
             parts.append("".join(current))
             current = []
-        else:
-            current.append(char)
-    if quoted:
-        raise InvalidRequest("x-forwarded-client-cert: unbalanced quotes")
+            continue
+        current.append(char)
+    if quoted:  # also a backslash at the very end of a quoted value
+        raise _malformed("a quoted value is not closed")
     parts.append("".join(current))
     return parts
 
 
+def _value(raw: str) -> str:
+    """A value as written: unquoted as is, or quoted, without its quotes and escapes."""
+    if not raw.startswith('"'):
+        if '"' in raw:
+            raise _malformed("a quote inside an unquoted value")
+        return raw
+    chars: list[str] = []
+    escaped = False
+    for index, char in enumerate(raw[1:], start=1):
+        if escaped:
+            chars.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            if index != len(raw) - 1:
+                raise _malformed("text after a quoted value")
+            return "".join(chars)
+        else:
+            chars.append(char)
+    raise _malformed("a quoted value is not closed")
+
+
 def elements(header: str) -> list[dict[str, str]]:
-    """Every element of an XFCC header, as {key: unquoted, URL-decoded value}."""
+    """Every element of an XFCC header, as {key: unquoted, unescaped, URL-decoded value}."""
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidRequest(f"x-forwarded-client-cert: longer than {MAX_HEADER_BYTES} bytes")
     parsed: list[dict[str, str]] = []
@@ -52,10 +88,7 @@ def elements(header: str) -> list[dict[str, str]]:
             key, sep, value = pair.partition("=")
             if not sep:
                 raise InvalidRequest(f"x-forwarded-client-cert: {key.strip()!r} has no value")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            pairs[key.strip().lower()] = unquote(value)
+            pairs[key.strip().lower()] = unquote(_value(value.strip()))
         parsed.append(pairs)
     return parsed
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
+import grpc
 import pytest
 
+from taskpass.client import TaskpassClient
 from taskpass.client.errors import Unavailable
 from taskpass.server.clock import FixedClock
 from taskpass.server.issuer.keys import SigningKey
@@ -27,6 +29,28 @@ class CountingJwks:
         if self.fail:
             raise Unavailable("the test JWKS is down")
         return self.document
+
+
+class FakeChannel:
+    """Stands in for a grpc.aio.Channel (the SDK's injectable transport): each method a test
+    names, by its full name ("/taskpass.v1.CredentialService/GetJwks"), is answered by its handler
+    (request -> what the call returns); calling any other fails the test."""
+
+    def __init__(self, handlers: Mapping[str, Callable[[Any], Any]]) -> None:
+        self._handlers = handlers
+
+    def _method(self, name: str, *_: Any, **__: Any) -> Callable[..., Any]:
+        def call(request: Any, **_: Any) -> Any:
+            if name not in self._handlers:
+                raise AssertionError(f"the test did not expect a call to {name}")
+            return self._handlers[name](request)
+
+        return call
+
+    unary_unary = unary_stream = stream_unary = stream_stream = _method
+
+    def client(self) -> TaskpassClient:
+        return TaskpassClient(cast("grpc.aio.Channel", self))
 
 
 @pytest.fixture

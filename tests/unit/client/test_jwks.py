@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -8,9 +9,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from taskpass._proto.v1 import credential_pb2
 from taskpass.client.errors import InvalidRequest, Unavailable
-from taskpass.client.jwks import MAX_JWKS_BYTES, HttpJwks, import_keys
+from taskpass.client.jwks import MAX_JWKS_BYTES, GrpcJwks, HttpJwks, JwksCache, import_keys
+from taskpass.server.clock import FixedClock
 from taskpass.server.issuer.keys import SigningKey
+from tests.unit.client.conftest import CountingJwks, FakeChannel
 from tests.unit.client.factories import jwks, signing_key
 
 Handler = Callable[[web.Request], Any]
@@ -74,8 +78,9 @@ async def test_a_jwks_that_arrives_in_pieces_is_read_whole(
         (lambda: web.json_response([1, 2]), "not a JSON object"),
         (lambda: web.Response(body=b" " * (MAX_JWKS_BYTES + 1)), "larger than"),
         (lambda: web.Response(status=302, headers={"Location": "http://x/"}), "HTTP 302"),
+        (lambda: web.Response(body=b"[" * 100_000 + b"]" * 100_000), "nested too deeply"),
     ],
-    ids=["status", "not-json", "not-an-object", "too-large", "no-redirects"],
+    ids=["status", "not-json", "not-an-object", "too-large", "no-redirects", "deeply-nested"],
 )
 async def test_a_bad_jwks_response_is_unavailable_with_what_was_wrong(
     serve: Callable[[Handler], Any], response: Callable[[], web.Response], message: str
@@ -118,3 +123,68 @@ def test_only_signing_keys_of_allowed_algorithms_are_imported(key: SigningKey) -
 def test_a_document_without_keys_is_not_a_jwk_set() -> None:
     with pytest.raises(Unavailable, match="no 'keys' array"):
         import_keys({"kid": "x"}, algorithms=["ES256"], source="t")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"kid": "junk", "kty": "EC", "crv": []},
+        {"kid": "junk", "kty": {"EC": 1}, "crv": "P-256"},
+        {"kid": ["junk"], "kty": "EC", "crv": "P-256"},
+        {"kid": "junk", "kty": "EC", "crv": "P-256", "alg": ["ES256"]},
+    ],
+    ids=["crv-a-list", "kty-an-object", "kid-a-list", "alg-a-list"],
+)
+def test_an_entry_with_a_field_of_the_wrong_type_is_skipped(
+    key: SigningKey, entry: dict[str, Any]
+) -> None:
+    document = {"keys": [entry, key.public_jwk()]}
+    for algorithms in (["ES256"], frozenset({"ES256"})):
+        assert set(import_keys(document, algorithms=algorithms, source="t")) == {key.kid}
+
+
+def _get_jwks(reply: str) -> GrpcJwks:
+    async def answer(_: credential_pb2.GetJwksRequest) -> credential_pb2.GetJwksResponse:
+        return credential_pb2.GetJwksResponse(jwks_json=reply)
+
+    channel = FakeChannel({"/taskpass.v1.CredentialService/GetJwks": answer})
+    return GrpcJwks(channel.client())
+
+
+async def test_the_jwks_document_is_fetched_over_grpc(key: SigningKey) -> None:
+    assert await _get_jwks(json.dumps(jwks(key))).fetch() == jwks(key)
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        ("<html>", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ],
+    ids=["not-json", "not-an-object", "deeply-nested"],
+)
+async def test_a_bad_get_jwks_reply_is_unavailable_with_what_was_wrong(
+    reply: str, message: str
+) -> None:
+    with pytest.raises(Unavailable, match=f"the JWKS from the GetJwks RPC .*{message}"):
+        await _get_jwks(reply).fetch()
+
+
+async def test_an_unknown_kid_the_jwks_cannot_be_refetched_for_may_be_unavailable(
+    key: SigningKey, clock: FixedClock
+) -> None:
+    # For the revocation stream, which can retry an event later rather than lose it.
+    source = CountingJwks(jwks(key))
+    cache = JwksCache(source, algorithms=["ES256"], clock=clock)
+    assert await cache.key(key.kid, confirm_unknown=True) is not None
+    source.fail = True
+    with pytest.raises(Unavailable, match="cannot tell whether kid rotated is published"):
+        await cache.key("rotated", confirm_unknown=True)  # the refetch failed
+    source.fail = False
+    with pytest.raises(Unavailable, match="cannot tell whether kid rotated is published"):
+        await cache.key("rotated", confirm_unknown=True)  # within the refetch cooldown
+    assert await cache.key("rotated") is None  # a verifier's answer: not published
+    clock.advance(dt.timedelta(seconds=30))
+    assert await cache.key("rotated", confirm_unknown=True) is None  # refetched: not published
+    assert source.fetches == 3

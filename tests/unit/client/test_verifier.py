@@ -487,6 +487,40 @@ async def test_no_keys_at_all_is_unavailable_rather_than_an_invalid_token(
         await verifier.verify(mint(key), peer_certificate=AGENT_CERT.der)
 
 
+async def test_while_the_first_fetch_keeps_failing_it_is_retried_once_per_cooldown(
+    verifier: CredentialVerifier, source: CountingJwks, key: SigningKey, clock: FixedClock
+) -> None:
+    source.fail = True
+    for _ in range(100):
+        with pytest.raises(Unavailable, match="test JWKS is down"):
+            await verifier.verify(mint(key), peer_certificate=AGENT_CERT.der)
+    assert source.fetches == 1  # not one fetch per token
+    clock.advance(dt.timedelta(seconds=30))
+    source.fail = False
+    await verifier.verify(mint(key, body=claims(now=clock.now())), peer_certificate=AGENT_CERT.der)
+    assert source.fetches == 2
+
+
+async def test_an_explicit_refresh_fetches_even_within_the_cooldown(
+    verifier: CredentialVerifier, source: CountingJwks, key: SigningKey
+) -> None:
+    source.fail = True
+    with pytest.raises(Unavailable):
+        await verifier.verify(mint(key), peer_certificate=AGENT_CERT.der)
+    source.fail = False
+    await verifier.refresh()  # an operator's or a startup check's "try now"
+    assert source.fetches == 2
+    await verifier.verify(mint(key), peer_certificate=AGENT_CERT.der)
+
+
+async def test_a_malformed_jwks_entry_does_not_break_verification(
+    source: CountingJwks, verifier: CredentialVerifier, key: SigningKey
+) -> None:
+    source.document = {"keys": [{"kid": "junk", "kty": "EC", "crv": []}, key.public_jwk()]}
+    credential = await verifier.verify(mint(key), peer_certificate=AGENT_CERT.der)
+    assert credential.kid == key.kid
+
+
 async def test_concurrent_verifications_share_one_fetch(
     verifier: CredentialVerifier, source: CountingJwks, key: SigningKey
 ) -> None:
@@ -550,6 +584,25 @@ async def test_claim_values_outside_rfc_7519_are_refused_with_their_reason(
     # json.dumps, not the issuer's encoder, which refuses NaN and infinities as it should
     payload = json.dumps({**claims(), **changes}).encode()
     assert (await refused(verifier, _payload_bytes(key, payload))).reason is reason
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        pytest.param("exp", 10**12, id="exp-after-year-9999"),
+        pytest.param("exp", 1e300, id="exp-a-huge-float"),
+        pytest.param("iat", -(10**13), id="iat-before-year-1"),
+        pytest.param("nbf", -(10**13), id="nbf-before-year-1"),
+    ],
+)
+async def test_a_numeric_date_no_datetime_can_hold_is_an_invalid_claim_naming_it(
+    verifier: CredentialVerifier, key: SigningKey, claim: str, value: float
+) -> None:
+    # Signed, so only the key's holder could send it; it passed the time checks, then crashed.
+    body = {**claims(), claim: value}
+    error = await refused(verifier, mint(key, body=body))
+    assert error.reason is Reason.INVALID_CLAIM
+    assert f"the token's {claim} " in error.message
 
 
 async def test_a_float_exp_in_the_future_is_a_valid_numeric_date(

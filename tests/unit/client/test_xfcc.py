@@ -31,6 +31,21 @@ def test_quoted_values_may_hold_separators() -> None:
     assert parsed == [{"by": "spiffe://a;b,c", "subject": "CN=x, O=y", "hash": "00"}]
 
 
+def test_an_escaped_quote_is_part_of_the_value_and_unescaped() -> None:
+    parsed = elements(r'Subject="CN=\"x, y\";O=\\z";Hash=00')
+    assert parsed == [{"subject": 'CN="x, y";O=\\z', "hash": "00"}]
+
+
+def test_an_escaped_quote_in_the_subject_cannot_switch_the_certificate() -> None:
+    # Envoy escapes a '"' inside a quoted value as \"; a caller whose certificate Subject is
+    #   CN=x",Cert=<the victim's certificate>;a="
+    # must not have it read as another element carrying the victim's certificate.
+    mine, victim = quote(OTHER_CERT.pem.decode()), quote(PEM)
+    subject = f'CN=x\\",Cert={victim};a=\\"'
+    header = f'Hash={HASH};Cert="{mine}";Subject="{subject}";URI=spiffe://example.org/x'
+    assert peer_certificate(header) == OTHER_CERT.pem.decode()
+
+
 @pytest.mark.parametrize(
     "header", [None, "", f"By=spiffe://x;Hash={HASH}"], ids=["absent", "empty", "without-cert"]
 )
@@ -39,7 +54,25 @@ def test_no_certificate_in_the_header_is_none(header: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", ['Cert="unterminated', "Cert", "x" * 70_000], ids=["quote", "no-value", "huge"]
+    "header",
+    [
+        'Cert="unterminated',
+        'Cert="ends in a backslash\\',
+        'Cert="escaped quote at the end\\"',
+        'Cert="quoted"then-more',
+        'Cert=half"quoted"',
+        "Cert",
+        "x" * 70_000,
+    ],
+    ids=[
+        "quote",
+        "trailing-backslash",
+        "escaped-closing-quote",
+        "text-after-the-closing-quote",
+        "quote-inside-an-unquoted-value",
+        "no-value",
+        "huge",
+    ],
 )
 def test_a_malformed_header_is_a_bad_request(header: str) -> None:
     with pytest.raises(InvalidRequest, match="x-forwarded-client-cert"):
