@@ -193,3 +193,177 @@ def test_delegation_max_depth_is_read_with_a_default_of_three(
 def test_delegation_max_depth_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError, match=r"delegation\.max_depth must be a positive integer"):
         parse_config(MINIMAL + f"\n[delegation]\nmax_depth = {value}\n", base_dir=tmp_path)
+
+
+# -- bounds: a value the server cannot use is refused at startup, naming the key -----------------
+
+
+def with_key(table: str, line: str, text: str = MINIMAL) -> str:
+    """`text` with `line` added to [table] (under its header, or in a new table)."""
+    header = f"\n[{table}]\n"
+    if header in text:
+        return text.replace(header, f"{header}{line}\n", 1)
+    return f"{text}{header}{line}\n"
+
+
+HUGE_INTEGER = "1" + "0" * 400  # TOML integers are unbounded; float() of this overflows
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        pytest.param(
+            "attestation",
+            "bundle_reload_seconds = 86401",
+            "config: attestation.bundle_reload_seconds must be at most 86400 seconds (1 day)",
+            id="bundle-reload-over-a-day",
+        ),
+        pytest.param(
+            "policy",
+            "reload_seconds = 1e15",  # timedelta would raise OverflowError
+            "config: policy.reload_seconds must be at most 86400 seconds (1 day)",
+            id="policy-reload-beyond-timedelta",
+        ),
+        pytest.param(
+            "approvals",
+            "ttl_seconds = 1e12",  # accepted once, then every approval-needing exchange failed
+            "config: approvals.ttl_seconds must be at most 604800 seconds (7 days)",
+            id="approval-ttl-beyond-datetime",
+        ),
+        pytest.param(
+            "approvals",
+            f"ttl_seconds = {HUGE_INTEGER}",
+            "config: approvals.ttl_seconds must be at most 604800 seconds (7 days)",
+            id="approval-ttl-integer-beyond-float",
+        ),
+        pytest.param(
+            "approvals",
+            "recheck_seconds = 3601",
+            "config: approvals.recheck_seconds must be at most 3600 seconds (1 hour)",
+            id="recheck-over-an-hour",
+        ),
+        pytest.param(
+            "revocation",
+            "heartbeat_seconds = 3601",
+            "config: revocation.heartbeat_seconds must be at most 3600 seconds (1 hour)",
+            id="heartbeat-over-an-hour",
+        ),
+        pytest.param(
+            "revocation",
+            "poll_seconds = 3601",
+            "config: revocation.poll_seconds must be at most 3600 seconds (1 hour)",
+            id="poll-over-an-hour",
+        ),
+        pytest.param(
+            "revocation",
+            "stuck_grace_seconds = 3601",
+            "config: revocation.stuck_grace_seconds must be at most 3600 seconds (1 hour)",
+            id="stuck-grace-over-an-hour",
+        ),
+        pytest.param(
+            "revocation",
+            "bans_refresh_seconds = 3601",
+            "config: revocation.bans_refresh_seconds must be at most 3600 seconds (1 hour)",
+            id="bans-refresh-over-an-hour",
+        ),
+        pytest.param(
+            "issuer",
+            "rotation_grace_seconds = 604801",
+            "config: issuer.rotation_grace_seconds must be at most 604800 seconds (7 days)",
+            id="rotation-grace-over-a-week",
+        ),
+        pytest.param(
+            "issuer",
+            "rotation_check_seconds = 86401",
+            "config: issuer.rotation_check_seconds must be at most 86400 seconds (1 day)",
+            id="rotation-check-over-a-day",
+        ),
+        pytest.param(
+            "listen",
+            f"max_message_bytes = {2**31}",  # grpc server creation raised OverflowError
+            "config: listen.max_message_bytes must be at most 67108864 (64 MiB)",
+            id="message-size-beyond-grpc",
+        ),
+        pytest.param(
+            "revocation",
+            "queue_size = 100001",
+            "config: revocation.queue_size must be at most 100000",
+            id="revocation-queue-too-long",
+        ),
+        pytest.param(
+            "revocation",
+            f"queue_size = {HUGE_INTEGER}",
+            "config: revocation.queue_size must be at most 100000",
+            id="revocation-queue-huge",
+        ),
+        pytest.param(
+            "delegation",
+            "max_depth = 17",
+            "config: delegation.max_depth must be at most 16",
+            id="delegation-deeper-than-approvals-follow",
+        ),
+    ],
+)
+def test_a_value_beyond_its_key_s_bound_is_refused(
+    tmp_path: Path, table: str, line: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_key(table, line), base_dir=tmp_path)
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        pytest.param("attestation", "bundle_reload_seconds", id="bundle-reload"),
+        pytest.param("policy", "reload_seconds", id="policy-reload"),
+        pytest.param("approvals", "ttl_seconds", id="approval-ttl"),
+        pytest.param("approvals", "recheck_seconds", id="approval-recheck"),
+        pytest.param("revocation", "heartbeat_seconds", id="heartbeat"),
+        pytest.param("revocation", "poll_seconds", id="poll"),
+        pytest.param("revocation", "stuck_grace_seconds", id="stuck-grace"),
+        pytest.param("revocation", "bans_refresh_seconds", id="bans-refresh"),
+        pytest.param("issuer", "rotation_check_seconds", id="rotation-check"),
+    ],
+)
+@pytest.mark.parametrize("value", ["0", "1e-9"], ids=["zero", "rounds-to-zero"])
+def test_an_interval_a_loop_sleeps_for_must_be_greater_than_zero(
+    tmp_path: Path, table: str, key: str, value: str
+) -> None:
+    # zero would make the loop spin on sleep(0), starving the event loop
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_key(table, f"{key} = {value}"), base_dir=tmp_path)
+    assert info.value.message == f"config: {table}.{key} must be greater than zero"
+
+
+@pytest.mark.parametrize("value", ["0", "59.9"], ids=["zero", "under-the-jwks-max-age"])
+def test_rotation_grace_must_outlast_the_jwks_cache(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(with_key("issuer", f"rotation_grace_seconds = {value}"), base_dir=tmp_path)
+    assert info.value.message == (
+        "config: issuer.rotation_grace_seconds must be at least 60 seconds: relying parties may "
+        "cache the JWKS that long (it is served with that max-age), and a key that signs before "
+        "they have it fails to verify"
+    )
+
+
+def test_every_bound_itself_is_accepted(tmp_path: Path) -> None:
+    text = MINIMAL
+    for table, line in [
+        ("listen", "max_message_bytes = 67108864"),
+        ("attestation", "bundle_reload_seconds = 86400"),
+        ("policy", "reload_seconds = 86400"),
+        ("approvals", "ttl_seconds = 604800\nrecheck_seconds = 3600"),
+        ("issuer", "rotation_grace_seconds = 60\nrotation_check_seconds = 86400"),
+        ("revocation", "queue_size = 100000\nheartbeat_seconds = 3600\npoll_seconds = 3600"),
+        ("revocation", "stuck_grace_seconds = 3600\nbans_refresh_seconds = 3600"),
+        ("delegation", "max_depth = 16"),
+    ]:
+        text = with_key(table, line, text)
+    config = parse_config(text, base_dir=tmp_path)
+    assert config.listen.max_message_bytes == 64 * 1024 * 1024
+    assert config.approvals.ttl == dt.timedelta(days=7)
+    assert config.issuer.rotation_grace == dt.timedelta(seconds=60)
+    assert config.revocation.queue_size == 100_000
+    assert config.revocation.bans_refresh_interval == dt.timedelta(hours=1)
+    assert config.delegation.max_depth == 16

@@ -37,6 +37,11 @@ def test_without_the_tables_there_is_no_rate_limit_and_default_intervals(tmp_pat
             LimitsConfig(exchanges_per_second=0.1, burst=1),
             id="burst-at-least-one",
         ),
+        pytest.param(
+            "exchanges_per_second = 1000000",
+            LimitsConfig(exchanges_per_second=1e6, burst=1_000_000),
+            id="burst-default-within-its-bound",
+        ),
     ],
 )
 def test_limits_table(tmp_path: Path, table: str, expected: LimitsConfig) -> None:
@@ -93,3 +98,59 @@ def test_health_and_shutdown_tables(tmp_path: Path) -> None:
     config = parse_config(text, base_dir=tmp_path)
     assert config.health.check_interval == dt.timedelta(seconds=0.5)
     assert config.shutdown.grace == dt.timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "[health]\ncheck_seconds = 3601",
+            "config: health.check_seconds must be at most 3600 seconds (1 hour)",
+            id="health-check-over-an-hour",
+        ),
+        pytest.param(
+            "[health]\ncheck_seconds = 1e-9",
+            "config: health.check_seconds must be greater than zero",
+            id="health-check-rounds-to-zero",
+        ),
+        pytest.param(
+            "[shutdown]\ngrace_seconds = 1e15",  # timedelta would raise OverflowError
+            "config: shutdown.grace_seconds must be at most 3600 seconds (1 hour)",
+            id="shutdown-grace-beyond-timedelta",
+        ),
+        pytest.param(
+            f"[limits]\nexchanges_per_second = 1{'0' * 400}",  # float() would overflow
+            "config: limits.exchanges_per_second must be at most 1000000; "
+            "to set no limit, leave it out",
+            id="rate-beyond-float",
+        ),
+        pytest.param(
+            "[limits]\nexchanges_per_second = 1e7",
+            "config: limits.exchanges_per_second must be at most 1000000; "
+            "to set no limit, leave it out",
+            id="rate-that-limits-nothing",
+        ),
+        pytest.param(
+            f"[limits]\nexchanges_per_second = 10\nburst = 1{'0' * 400}",
+            "config: limits.burst must be at most 1000000",
+            id="burst-beyond-float",
+        ),
+    ],
+)
+def test_an_operations_value_beyond_its_bound_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"{MINIMAL}\n{text}\n", base_dir=tmp_path)
+    assert info.value.message == message
+
+
+def test_the_operations_bounds_themselves_are_accepted(tmp_path: Path) -> None:
+    text = (
+        f"{MINIMAL}\n[health]\ncheck_seconds = 3600\n[shutdown]\ngrace_seconds = 3600\n"
+        "[limits]\nexchanges_per_second = 1000000\nburst = 1000000\n"
+    )
+    config = parse_config(text, base_dir=tmp_path)
+    assert config.health.check_interval == dt.timedelta(hours=1)
+    assert config.shutdown.grace == dt.timedelta(hours=1)
+    assert config.limits == LimitsConfig(exchanges_per_second=1e6, burst=1_000_000)

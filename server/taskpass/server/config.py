@@ -14,14 +14,49 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from taskpass.server.errors import ConfigError
 from taskpass.server.issuer.keys import Algorithm
 from taskpass.server.store.postgres_notify import EVENTS_CHANNEL, check_channel
 
-MAX_JWT_LEEWAY_SECONDS = 300
+_MINUTE: Final = 60
+_HOUR: Final = 60 * _MINUTE
+_DAY: Final = 24 * _HOUR
+
+MAX_JWT_LEEWAY_SECONDS: Final = 5 * _MINUTE
 """J-8's leeway is for clock skew between hosts; more would accept JWT-SVIDs long expired."""
+MAX_RELOAD_SECONDS: Final = _DAY
+"""Bundle, policy and rotation checks: a change made on disk or by `keys rotate` is picked up
+at most a day late. Longer would be indistinguishable from never."""
+MAX_SAFETY_NET_SECONDS: Final = _HOUR
+"""Re-reads that catch what a lost notification missed (approval decisions, revocations, bans
+made through another replica), heartbeats and readiness checks: each delays something a caller
+or a relying party waits on, so at most an hour."""
+MAX_APPROVAL_TTL_SECONDS: Final = 7 * _DAY
+"""An approver may be away for a long weekend; an approved grant left unused longer is a
+standing credential nobody remembers asking for."""
+MIN_ROTATION_GRACE_SECONDS: Final = 60
+"""The HTTP JWKS is served with `max-age=60`: a relying party may use a JWKS fetched just before
+a rotation for that long, so a new key must be published at least that long before it signs."""
+MAX_ROTATION_GRACE_SECONDS: Final = 7 * _DAY
+"""Longer than any sane JWKS cache; more only postpones a rotation made because a key may have
+leaked."""
+MAX_SHUTDOWN_GRACE_SECONDS: Final = _HOUR
+"""Orchestrators kill a process long before (Kubernetes waits 30 s by default)."""
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+"""gRPC takes a 32-bit limit (larger crashes server creation), and every call in flight may hold
+one message this large in memory; taskpass's largest request, a policy document, is far smaller."""
+MAX_REVOCATION_QUEUE: Final = 100_000
+"""The queue is what a slow subscriber may hold in memory (about 1 KB an event); it exists to
+cut such a subscriber, who resumes from its cursor, not to keep it."""
+MAX_DELEGATION_DEPTH: Final = 16
+"""Each hop nests one more `act` claim in the credential (RFC 8693), so credentials grow with
+the depth; no real chain is nearly this deep, and approvals follow a chain at most this far."""
+MAX_EXCHANGES_PER_SECOND: Final = 1_000_000
+"""Per identity, far beyond what one server can issue: a larger rate limits nothing (leave the
+[limits] table out for that)."""
+MAX_BURST: Final = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,17 +229,31 @@ class ServerConfig:
 _ALGORITHMS: dict[str, Algorithm] = {"ES256": "ES256", "EdDSA": "EdDSA"}
 
 
-def _duration(path: str, value: object, maximum: float | None = None) -> dt.timedelta:
+def _span(seconds: int) -> str:
+    for size, unit in ((_DAY, "day"), (_HOUR, "hour"), (_MINUTE, "minute")):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def _duration(path: str, value: object, *, maximum: int, positive: bool) -> dt.timedelta:
+    """Seconds as a timedelta. Every key has a maximum: beyond one, timedelta (or the datetime
+    arithmetic done with it later) raises OverflowError instead of naming the key."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)  # TOML has inf and nan
+        # TOML has inf and nan; isfinite() itself overflows on an int too large for a float
+        or (isinstance(value, float) and not math.isfinite(value))
         or value < 0
     ):
         raise ConfigError(f"config: {path} must be a non-negative number of seconds")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"config: {path} must be at most {maximum:g} seconds")
-    return dt.timedelta(seconds=value)
+    if value > maximum:
+        raise ConfigError(f"config: {path} must be at most {maximum} seconds ({_span(maximum)})")
+    seconds = dt.timedelta(seconds=value)
+    if positive and not seconds:  # also what rounds to 0 us, which would spin just the same
+        raise ConfigError(f"config: {path} must be greater than zero")
+    return seconds
 
 
 class _Table:
@@ -240,10 +289,12 @@ class _Table:
             raise ConfigError(f"config: {self._key(key)} must be a string")
         return value
 
-    def integer(self, key: str, default: object = ...) -> int:
+    def integer(self, key: str, default: object = ..., *, maximum: int, unit: str = "") -> int:
         value = self.take(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"config: {self._key(key)} must be a positive integer")
+        if value > maximum:  # TOML integers are unbounded; grpc and float() are not
+            raise ConfigError(f"config: {self._key(key)} must be at most {maximum}{unit}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -252,8 +303,14 @@ class _Table:
             raise ConfigError(f"config: {self._key(key)} must be true or false")
         return value
 
-    def duration(self, key: str, default: float, *, maximum: float | None = None) -> dt.timedelta:
-        return _duration(self._key(key), self.take(key, default), maximum)
+    def duration(
+        self, key: str, default: float, *, maximum: int, positive: bool = True
+    ) -> dt.timedelta:
+        """`positive=False` only where zero means something (no leeway, no shutdown grace): an
+        interval of zero would make its loop spin on sleep(0)."""
+        return _duration(
+            self._key(key), self.take(key, default), maximum=maximum, positive=positive
+        )
 
     def strings(self, key: str, default: object = ...) -> tuple[str, ...]:
         value = self.take(key, default)
@@ -299,7 +356,9 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         cert_file=path(listen_t.string("cert_file")),
         key_file=path(listen_t.string("key_file")),
         client_ca_files=tuple(path(p) for p in listen_t.strings("client_ca_files")),
-        max_message_bytes=listen_t.integer("max_message_bytes", 64 * 1024),
+        max_message_bytes=listen_t.integer(
+            "max_message_bytes", 64 * 1024, maximum=MAX_MESSAGE_BYTES, unit=" (64 MiB)"
+        ),
     )
     listen_t.finish()
 
@@ -331,8 +390,12 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         rule.finish()
     attestation = AttestationConfig(
         jwt_audience=att_t.string("jwt_audience"),
-        jwt_leeway=att_t.duration("jwt_leeway_seconds", 30, maximum=MAX_JWT_LEEWAY_SECONDS),
-        bundle_reload_interval=att_t.duration("bundle_reload_seconds", 5),
+        jwt_leeway=att_t.duration(
+            "jwt_leeway_seconds", 30, maximum=MAX_JWT_LEEWAY_SECONDS, positive=False
+        ),
+        bundle_reload_interval=att_t.duration(
+            "bundle_reload_seconds", 5, maximum=MAX_RELOAD_SECONDS
+        ),
         mapped_certs=tuple(mapped),
     )
     att_t.finish()
@@ -342,7 +405,7 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         file=path(policy_t.string("file")),
         signers=tuple(path(p) for p in policy_t.strings("signers", [])),
         require_signature=policy_t.boolean("require_signature", not dev_mode),
-        reload_interval=policy_t.duration("reload_seconds", 5),
+        reload_interval=policy_t.duration("reload_seconds", 5, maximum=MAX_RELOAD_SECONDS),
     )
     policy_t.finish()
     if not policy.require_signature and not dev_mode:
@@ -352,28 +415,21 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         )
 
     approvals_t = root.table("approvals")
-    ttl = approvals_t.duration("ttl_seconds", 900)
-    if ttl <= dt.timedelta(0):
-        raise ConfigError("config: approvals.ttl_seconds must be greater than zero")
-    recheck = approvals_t.duration("recheck_seconds", 5)
-    if recheck <= dt.timedelta(0):
-        raise ConfigError("config: approvals.recheck_seconds must be greater than zero")
+    ttl = approvals_t.duration("ttl_seconds", 900, maximum=MAX_APPROVAL_TTL_SECONDS)
+    recheck = approvals_t.duration("recheck_seconds", 5, maximum=MAX_SAFETY_NET_SECONDS)
     approvals_t.finish()
 
     revocation_t = root.table("revocation")
 
-    def positive(key: str, default: float) -> dt.timedelta:
-        value = revocation_t.duration(key, default)
-        if value <= dt.timedelta(0):
-            raise ConfigError(f"config: revocation.{key} must be greater than zero")
-        return value
+    def safety_net(key: str, default: float) -> dt.timedelta:
+        return revocation_t.duration(key, default, maximum=MAX_SAFETY_NET_SECONDS)
 
     revocation = RevocationConfig(
-        queue_size=revocation_t.integer("queue_size", 1024),
-        heartbeat_interval=positive("heartbeat_seconds", 5),
-        poll_interval=positive("poll_seconds", 1),
-        stuck_grace=positive("stuck_grace_seconds", 30),
-        bans_refresh_interval=positive("bans_refresh_seconds", 5),
+        queue_size=revocation_t.integer("queue_size", 1024, maximum=MAX_REVOCATION_QUEUE),
+        heartbeat_interval=safety_net("heartbeat_seconds", 5),
+        poll_interval=safety_net("poll_seconds", 1),
+        stuck_grace=safety_net("stuck_grace_seconds", 30),
+        bans_refresh_interval=safety_net("bans_refresh_seconds", 5),
     )
     revocation_t.finish()
 
@@ -385,9 +441,20 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
         issuer=issuer_t.string("issuer"),
         algorithm=algorithm,
         key_dir=path(issuer_t.string("key_dir", str(data_dir / "keys"))),
-        rotation_grace=issuer_t.duration("rotation_grace_seconds", 120),
-        rotation_check_interval=issuer_t.duration("rotation_check_seconds", 10),
+        rotation_grace=issuer_t.duration(
+            "rotation_grace_seconds", 120, maximum=MAX_ROTATION_GRACE_SECONDS, positive=False
+        ),  # its minimum, below, says why zero is refused
+        rotation_check_interval=issuer_t.duration(
+            "rotation_check_seconds", 10, maximum=MAX_RELOAD_SECONDS
+        ),
     )
+    if issuer.rotation_grace < dt.timedelta(seconds=MIN_ROTATION_GRACE_SECONDS):
+        raise ConfigError(
+            "config: issuer.rotation_grace_seconds must be at least "
+            f"{MIN_ROTATION_GRACE_SECONDS} seconds: relying parties may cache the JWKS that long "
+            "(it is served with that max-age), and a key that signs before they have it fails "
+            "to verify"
+        )
     issuer_t.finish()
 
     store_t = root.table("store")
@@ -406,15 +473,21 @@ def parse_config(text: str, *, base_dir: Path, source: str = "config") -> Server
 
     limits = _limits(root.table("limits"))
     health_t = root.table("health")
-    health = HealthConfig(check_interval=health_t.duration("check_seconds", 5))
-    if health.check_interval <= dt.timedelta(0):
-        raise ConfigError("config: health.check_seconds must be greater than zero")
+    health = HealthConfig(
+        check_interval=health_t.duration("check_seconds", 5, maximum=MAX_SAFETY_NET_SECONDS)
+    )
     health_t.finish()
     shutdown_t = root.table("shutdown")
-    shutdown = ShutdownConfig(grace=shutdown_t.duration("grace_seconds", 10))
+    shutdown = ShutdownConfig(
+        grace=shutdown_t.duration(
+            "grace_seconds", 10, maximum=MAX_SHUTDOWN_GRACE_SECONDS, positive=False
+        )
+    )
     shutdown_t.finish()
     delegation_t = root.table("delegation")
-    delegation = DelegationConfig(max_depth=delegation_t.integer("max_depth", 3))
+    delegation = DelegationConfig(
+        max_depth=delegation_t.integer("max_depth", 3, maximum=MAX_DELEGATION_DEPTH)
+    )
     delegation_t.finish()
     logging_t = root.table("logging")
     access_log = logging_t.string("access_log", "failures")
@@ -454,7 +527,13 @@ def _limits(table: _Table) -> LimitsConfig:
         return LimitsConfig()
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
         raise ConfigError("config: limits.exchanges_per_second must be a positive number")
-    burst = table.integer("burst", max(1, math.ceil(2 * rate)))
+    if rate > MAX_EXCHANGES_PER_SECOND:  # float(rate) would overflow on a huge TOML integer
+        raise ConfigError(
+            f"config: limits.exchanges_per_second must be at most {MAX_EXCHANGES_PER_SECOND}; "
+            "to set no limit, leave it out"
+        )
+    default_burst = min(MAX_BURST, max(1, math.ceil(2 * rate)))  # a default is never refused
+    burst = table.integer("burst", default_burst, maximum=MAX_BURST)
     table.finish()
     return LimitsConfig(exchanges_per_second=float(rate), burst=burst)
 

@@ -6,8 +6,10 @@ Key lifecycle (DESIGN.md "Credential"): a new key is published as `next` before 
 every token it signed has expired, then `prune()` drops it.
 
 On disk (`directory`, mode 0700): one PKCS#8 PEM file per key, `<kid>.pem` (mode 0600), and
-`keys.json` holding each key's kid, alg, state and dates. The ring is not thread-safe: it is used
-from the server's event loop only.
+`keys.json` holding each key's kid, alg, state and dates. The directory and every file in it must
+be owned by the user the server runs as and must not be symbolic links: a key another user could
+have written is a key that user may hold. The ring is not thread-safe: it is used from the
+server's event loop only.
 """
 
 from __future__ import annotations
@@ -376,28 +378,81 @@ def _pem(private_key: PrivateKey) -> bytes:
     )
 
 
-def _too_open(path: Path) -> bool:
-    return bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
+def _refuse_foreign_owner(path: Path, info: os.stat_result, what: str, remedy: str) -> None:
+    # Mode bits alone prove nothing: another user's 0700 directory (or 0600 file) is private to
+    # *them*, and a key they wrote is a key they hold.
+    euid = os.geteuid()
+    if info.st_uid != euid:
+        raise ConfigError(
+            f"{what} {path} is owned by uid {info.st_uid}, not uid {euid} that taskpass runs as, "
+            f"so that user may have written or kept a copy of the keys; {remedy}"
+        )
 
 
 def _prepare_directory(directory: Path) -> None:
+    symlink = ConfigError(
+        f"signing key directory {directory} is a symbolic link, which taskpass does not follow "
+        "(whoever can change the link chooses the keys); set [issuer] key_dir to the real directory"
+    )
+    if directory.is_symlink():
+        raise symlink
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        too_open = _too_open(directory)
+        info = directory.lstat()
     except OSError as exc:
         raise ConfigError(
             f"signing key directory {directory} cannot be created or read "
             f"({type(exc).__name__}); check the path and its permissions"
         ) from exc
-    if too_open:
+    if stat.S_ISLNK(info.st_mode):  # made a link after the first look
+        raise symlink
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"signing key directory {directory} is not a directory; "
+            "set [issuer] key_dir to a directory (taskpass creates it if missing)"
+        )
+    _refuse_foreign_owner(
+        directory,
+        info,
+        "signing key directory",
+        f"if its keys are this server's own (restored by another user), run "
+        f"`chown -R {os.geteuid()} {directory}`; otherwise set [issuer] key_dir to a path "
+        "this user owns or that does not exist yet",
+    )
+    if stat.S_IMODE(info.st_mode) & 0o077:
         raise ConfigError(
             f"signing key directory {directory} is accessible by other users; "
             f"run `chmod 700 {directory}`"
         )
 
 
+def _read_own_file(path: Path, what: str, *, private: bool) -> bytes:
+    """The bytes of a file in the key directory, refusing a link, another user's file and, when
+    `private`, one other users may read. Checked on the open file, so it cannot be swapped."""
+    if path.is_symlink():
+        raise ConfigError(
+            f"{what} {path} is a symbolic link, which taskpass does not follow; "
+            "replace the link with the file itself"
+        )
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file; restore it from backup")
+        _refuse_foreign_owner(
+            path,
+            info,
+            what,
+            f"if it is this server's own, run `chown {os.geteuid()} {path}`; "
+            "otherwise restore it from backup",
+        )
+        if private and stat.S_IMODE(info.st_mode) & 0o077:
+            raise ConfigError(f"{what} {path} is accessible by other users; run `chmod 600 {path}`")
+        return handle.read()
+
+
 def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
@@ -407,9 +462,14 @@ def _fsync_directory(directory: Path) -> None:
 def _write_private_file(path: Path, data: bytes) -> None:
     """Write atomically (temp file, fsync, rename) with mode 0600 from the first byte."""
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A temp file left by a crash (or a link planted in its place) is removed, never written
+    # through: O_EXCL|O_NOFOLLOW only ever creates a new file of our own.
+    temporary.unlink(missing_ok=True)
+    fd = os.open(
+        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+    )
     try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply if a stale temp file existed
+        os.fchmod(fd, 0o600)  # the umask may have taken the owner's own bits off O_CREAT's mode
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -417,7 +477,7 @@ def _write_private_file(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    os.replace(temporary, path)
+    os.replace(temporary, path)  # rename replaces a link at `path`, never writes through it
     _fsync_directory(path.parent)
 
 
@@ -445,7 +505,7 @@ def _save(directory: Path, keys: list[SigningKey]) -> None:
 
 def _load(directory: Path) -> list[SigningKey]:
     metadata = directory / METADATA_FILE
-    if not metadata.exists():
+    if not os.path.lexists(metadata):  # a dangling link is refused below, not taken as absent
         if any(directory.glob("*.pem")):
             raise ConfigError(
                 f"{metadata} is missing but {directory} holds key files; restore {METADATA_FILE} "
@@ -453,7 +513,7 @@ def _load(directory: Path) -> list[SigningKey]:
             )
         return []
     try:
-        document = json.loads(metadata.read_bytes())
+        document = json.loads(_read_own_file(metadata, "signing key metadata", private=False))
         entries = _metadata_entries(document)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(
@@ -508,11 +568,8 @@ def _metadata_entries(document: Any) -> list[dict[str, Any]]:
 def _load_key(directory: Path, entry: dict[str, Any]) -> SigningKey:
     path = directory / f"{entry['kid']}.pem"
     try:
-        if _too_open(path):
-            raise ConfigError(
-                f"signing key file {path} is accessible by other users; run `chmod 600 {path}`"
-            )
-        private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = _read_own_file(path, "signing key file", private=True)
+        private_key = serialization.load_pem_private_key(pem, password=None)
     except ConfigError:
         raise
     except Exception as exc:  # any parse failure: never echo what the file held
