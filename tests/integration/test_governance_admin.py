@@ -84,6 +84,22 @@ async def test_an_auditor_exports_and_verifies_the_audit_log(gov: Harness) -> No
     assert (result.checked, result.last_seq) == (len(records), records[-1].seq)
 
 
+async def test_an_auditor_checks_the_log_against_a_head_kept_from_before(gov: Harness) -> None:
+    async with gov.agent(AUDITOR) as client:
+        auditor = AdminClient.over(client)
+        earlier = await auditor.verify_audit()
+        async with gov.agent() as agent:
+            await agent.exchange(READ)  # the log grows past the kept head
+
+        still = await auditor.verify_audit((earlier.last_seq, earlier.last_hash))
+        beyond = await auditor.verify_audit((still.last_seq + 5, "f" * 64))
+        with pytest.raises(InvalidRequest, match="64 hex digit hash"):
+            await auditor.verify_audit((earlier.last_seq, "not-a-hash"))
+
+    assert still.ok and still.last_seq > earlier.last_seq
+    assert (beyond.ok, beyond.problem, beyond.bad_seq) == (False, "cut_off", still.last_seq + 5)
+
+
 async def test_an_admin_loads_a_signed_policy_and_decisions_follow_it(gov: Harness) -> None:
     async with gov.agent() as agent:
         before = await agent.exchange(READ)

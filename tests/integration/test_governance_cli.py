@@ -246,3 +246,24 @@ async def test_audit_verify_and_export_from_the_cli(
     assert "record(s) 2 missing before record 3" in bad_out
     assert denied_code == 3
     assert "auditors" in denied_err
+
+
+async def test_audit_verify_checks_a_head_printed_by_an_earlier_run(
+    gov: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auditor = connection(gov, ADMIN)
+    _, first, _ = await run(capsys, "audit", "verify", *auditor)
+    head = first.split("head ", 1)[1].split(" ", 1)[0]  # SEQ:HASH, as printed
+    seq = int(head.split(":")[0])
+
+    same_code, same_out, _ = await run(capsys, "audit", "verify", *auditor, "--expect", head)
+    cut_code, cut_out, _ = await run(
+        capsys, "audit", "verify", *auditor, "--expect", f"{seq + 3}:{'e' * 64}"
+    )
+    with pytest.raises(SystemExit) as usage:  # argparse's own exit for a malformed argument
+        await run(capsys, "audit", "verify", *auditor, "--expect", "x")
+
+    assert (same_code, cut_code, usage.value.code) == (0, 6, 2)
+    assert same_out.startswith("audit log ok")
+    assert f"ends at record {seq}, before record {seq + 3}" in cut_out
+    assert "give SEQ:HASH" in capsys.readouterr().err

@@ -97,7 +97,8 @@ class AuditVerification:
     last_seq: int
     last_hash: str
     problem: str
-    """seq_gap | seq_order | broken_link | hash_mismatch, or empty when ok."""
+    """seq_gap | seq_order | broken_link | hash_mismatch | cut_off | head_mismatch, or empty
+    when ok."""
     bad_seq: int
     message: str
 
@@ -195,10 +196,14 @@ class AdminClient:
         finally:
             call.cancel()
 
-    async def verify_audit(self) -> AuditVerification:
-        """Check the whole chain on the server; reports the first bad record."""
+    async def verify_audit(self, expect: tuple[int, str] | None = None) -> AuditVerification:
+        """Check the whole chain on the server; reports the first bad record. `expect`: a head
+        (seq, hash) kept from an earlier check or the server's log, which the log must still
+        pass through (so records rewritten or cut off since are found)."""
+        seq, digest = expect or (0, "")
+        request = pb.VerifyAuditRequest(expect_seq=seq, expect_hash=digest)
         try:
-            r = await self._stub.VerifyAudit(pb.VerifyAuditRequest(), timeout=self._timeout)
+            r = await self._stub.VerifyAudit(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
         return AuditVerification(

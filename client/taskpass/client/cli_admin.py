@@ -27,9 +27,16 @@ EXIT_TAMPERED = 6
 SIGNATURE_SUFFIX = ".sig"
 
 
+def _head(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or not digest:
+        raise argparse.ArgumentTypeError("give SEQ:HASH, e.g. 42:3f5a... as `audit verify` prints")
+    return int(seq), digest
+
+
 def _verify(args: argparse.Namespace) -> int:
     async def body(client: TaskpassClient) -> int:
-        result = await AdminClient.over(client).verify_audit()
+        result = await AdminClient.over(client).verify_audit(args.expect)
         if args.json:
             print(
                 json.dumps(
@@ -48,7 +55,8 @@ def _verify(args: argparse.Namespace) -> int:
         elif result.ok:
             print(
                 f"audit log ok: {result.checked} records chained, "
-                f"head {result.last_seq} {result.last_hash}"
+                f"head {result.last_seq}:{result.last_hash} (keep it: a later "
+                "`audit verify --expect` with it finds records rewritten or cut off since)"
             )
         else:
             print(
@@ -129,6 +137,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_connection_arguments(verify)
     verify.add_argument("--json", action="store_true")
+    verify.add_argument(
+        "--expect",
+        type=_head,
+        metavar="SEQ:HASH",
+        help="a head kept from an earlier check or the server's log ('audit head SEQ:HASH'): "
+        "the log must still hold that record with that hash",
+    )
     verify.set_defaults(func=_verify)
     export = sub.add_parser("export", help="audit records as JSON lines, oldest first")
     add_connection_arguments(export)

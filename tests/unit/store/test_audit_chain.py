@@ -1,4 +1,5 @@
-"""verify_chain: an intact chain passes; every kind of tampering is found and named."""
+"""verify_chain: an intact chain passes; every kind of tampering is found and named. HeadLog:
+the head logged as an anchor outside the database."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from taskpass.server.store.audit_chain import (
     GENESIS_HASH,
     ChainProblem,
+    HeadLog,
     chain_hash,
     record_hash,
     verify_chain,
@@ -219,3 +222,23 @@ def test_any_single_payload_edit_is_found_at_that_record(
     result = verify_chain(chain)
 
     assert (result.ok, result.seq) == (False, index + 1)
+
+
+def test_the_head_is_logged_when_it_moved_at_most_once_an_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskpass.audit")
+    every_change, hourly = HeadLog(every=0), HeadLog(every=3600)
+
+    every_change.committed(1, "a" * 64)
+    every_change.committed(1, "a" * 64)  # did not move: not logged again
+    every_change.committed(2, "b" * 64)
+    hourly.committed(3, "c" * 64)
+    hourly.committed(4, "d" * 64)  # moved, but within the hour
+
+    assert [r.getMessage() for r in caplog.records] == [
+        f"audit head 1:{'a' * 64}",
+        f"audit head 2:{'b' * 64}",
+        f"audit head 3:{'c' * 64}",
+    ]
+    assert caplog.records[0].__dict__["audit_seq"] == 1

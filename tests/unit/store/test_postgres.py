@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from taskpass.server.errors import ConfigError, InvalidRequest, Unavailable
+from taskpass.server.errors import ConfigError, InvalidRequest, StoreCorrupted, Unavailable
 from taskpass.server.store import postgres_schema
 from taskpass.server.store.audit_chain import ChainProblem, verify_chain
 from taskpass.server.store.base import MAX_PAGE, EventNotifier
@@ -132,6 +132,26 @@ async def test_an_edit_made_past_the_triggers_is_found_by_the_chain(pg_dsn: str)
         result = verify_chain(await store.audit.read(limit=MAX_PAGE))
 
     assert (result.ok, result.problem, result.seq) == (False, ChainProblem.HASH_MISMATCH, 4)
+
+
+async def test_a_running_server_refuses_to_append_after_records_were_cut_off_its_end(
+    pg_dsn: str,
+) -> None:
+    async with PostgresStore(pg_dsn) as store:
+        for n in range(1, 7):
+            await store.audit.append(entry("decision", n=n))
+        async with raw_connection(pg_dsn) as conn:
+            await conn.execute("ALTER TABLE audit DISABLE TRIGGER USER")
+            await conn.execute("DELETE FROM audit WHERE seq > 4")
+
+        # Appending would reuse seqs 5 and 6, and the chain would verify again.
+        with pytest.raises(StoreCorrupted) as refused:
+            await store.audit.append(entry("decision", n=7))
+
+    assert refused.value.message == (
+        "store corrupted: the audit log ends at record 4, but this server saw record 6: records "
+        "were cut off its end; restore them from a backup"
+    )
 
 
 # -- faults and driver errors --------------------------------------------------------------------

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17taskpass/v1/admin.proto\x12\x0btaskpass.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\nPolicyInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nrule_count\x18\x03 \x01(\r\x12\x0e\n\x06signer\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x11\n\tloaded_by\x18\x06 \x01(\t\x12-\n\tloaded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x11LoadPolicyRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"W\n\x12LoadPolicyResponse\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.taskpass.v1.PolicyInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\x12\n\x10GetPolicyRequest\"N\n\x11GetPolicyResponse\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.taskpass.v1.PolicyInfo\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\"\x96\x01\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_json\x18\x05 \x01(\t\x12\x11\n\tprev_hash\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\"R\n\x12\x45xportAuditRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x14\n\x12VerifyAuditRequest\"\x8a\x01\n\x13VerifyAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\tlast_hash\x18\x04 \x01(\t\x12\x0f\n\x07problem\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x64_seq\x18\x06 \x01(\x04\x12\x0f\n\x07message\x18\x07 \x01(\t\"\xfe\x01\n\x0eSigningKeyInfo\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nsigns_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fpublished_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17RotateSigningKeyRequest\"E\n\x18RotateSigningKeyResponse\x12)\n\x04next\x18\x01 \x01(\x0b\x32\x1b.taskpass.v1.SigningKeyInfo\"\x18\n\x16ListSigningKeysRequest\"D\n\x17ListSigningKeysResponse\x12)\n\x04keys\x18\x01 \x03(\x0b\x32\x1b.taskpass.v1.SigningKeyInfo2\x86\x04\n\x0c\x41\x64minService\x12M\n\nLoadPolicy\x12\x1e.taskpass.v1.LoadPolicyRequest\x1a\x1f.taskpass.v1.LoadPolicyResponse\x12J\n\tGetPolicy\x12\x1d.taskpass.v1.GetPolicyRequest\x1a\x1e.taskpass.v1.GetPolicyResponse\x12J\n\x0b\x45xportAudit\x12\x1f.taskpass.v1.ExportAuditRequest\x1a\x18.taskpass.v1.AuditRecord0\x01\x12P\n\x0bVerifyAudit\x12\x1f.taskpass.v1.VerifyAuditRequest\x1a .taskpass.v1.VerifyAuditResponse\x12_\n\x10RotateSigningKey\x12$.taskpass.v1.RotateSigningKeyRequest\x1a%.taskpass.v1.RotateSigningKeyResponse\x12\\\n\x0fListSigningKeys\x12#.taskpass.v1.ListSigningKeysRequest\x1a$.taskpass.v1.ListSigningKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17taskpass/v1/admin.proto\x12\x0btaskpass.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\nPolicyInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nrule_count\x18\x03 \x01(\r\x12\x0e\n\x06signer\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x11\n\tloaded_by\x18\x06 \x01(\t\x12-\n\tloaded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x11LoadPolicyRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"W\n\x12LoadPolicyResponse\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.taskpass.v1.PolicyInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\x12\n\x10GetPolicyRequest\"N\n\x11GetPolicyResponse\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.taskpass.v1.PolicyInfo\x12\x10\n\x08\x64ocument\x18\x02 \x01(\x0c\"\x96\x01\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_json\x18\x05 \x01(\t\x12\x11\n\tprev_hash\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\"R\n\x12\x45xportAuditRequest\x12\x11\n\tafter_seq\x18\x01 \x01(\x04\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x12VerifyAuditRequest\x12\x12\n\nexpect_seq\x18\x01 \x01(\x04\x12\x13\n\x0b\x65xpect_hash\x18\x02 \x01(\t\"\x8a\x01\n\x13VerifyAuditResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x04\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\x12\x11\n\tlast_hash\x18\x04 \x01(\t\x12\x0f\n\x07problem\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x64_seq\x18\x06 \x01(\x04\x12\x0f\n\x07message\x18\x07 \x01(\t\"\xfe\x01\n\x0eSigningKeyInfo\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x0b\n\x03\x61lg\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nsigns_from\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fpublished_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17RotateSigningKeyRequest\"E\n\x18RotateSigningKeyResponse\x12)\n\x04next\x18\x01 \x01(\x0b\x32\x1b.taskpass.v1.SigningKeyInfo\"\x18\n\x16ListSigningKeysRequest\"D\n\x17ListSigningKeysResponse\x12)\n\x04keys\x18\x01 \x03(\x0b\x32\x1b.taskpass.v1.SigningKeyInfo2\x86\x04\n\x0c\x41\x64minService\x12M\n\nLoadPolicy\x12\x1e.taskpass.v1.LoadPolicyRequest\x1a\x1f.taskpass.v1.LoadPolicyResponse\x12J\n\tGetPolicy\x12\x1d.taskpass.v1.GetPolicyRequest\x1a\x1e.taskpass.v1.GetPolicyResponse\x12J\n\x0b\x45xportAudit\x12\x1f.taskpass.v1.ExportAuditRequest\x1a\x18.taskpass.v1.AuditRecord0\x01\x12P\n\x0bVerifyAudit\x12\x1f.taskpass.v1.VerifyAuditRequest\x1a .taskpass.v1.VerifyAuditResponse\x12_\n\x10RotateSigningKey\x12$.taskpass.v1.RotateSigningKeyRequest\x1a%.taskpass.v1.RotateSigningKeyResponse\x12\\\n\x0fListSigningKeys\x12#.taskpass.v1.ListSigningKeysRequest\x1a$.taskpass.v1.ListSigningKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,19 +48,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTAUDITREQUEST']._serialized_start=638
   _globals['_EXPORTAUDITREQUEST']._serialized_end=720
   _globals['_VERIFYAUDITREQUEST']._serialized_start=722
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=742
-  _globals['_VERIFYAUDITRESPONSE']._serialized_start=745
-  _globals['_VERIFYAUDITRESPONSE']._serialized_end=883
-  _globals['_SIGNINGKEYINFO']._serialized_start=886
-  _globals['_SIGNINGKEYINFO']._serialized_end=1140
-  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=1142
-  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=1167
-  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=1169
-  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=1238
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=1240
-  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=1264
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=1266
-  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=1334
-  _globals['_ADMINSERVICE']._serialized_start=1337
-  _globals['_ADMINSERVICE']._serialized_end=1855
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=783
+  _globals['_VERIFYAUDITRESPONSE']._serialized_start=786
+  _globals['_VERIFYAUDITRESPONSE']._serialized_end=924
+  _globals['_SIGNINGKEYINFO']._serialized_start=927
+  _globals['_SIGNINGKEYINFO']._serialized_end=1181
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=1183
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=1208
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=1210
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=1279
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_start=1281
+  _globals['_LISTSIGNINGKEYSREQUEST']._serialized_end=1305
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_start=1307
+  _globals['_LISTSIGNINGKEYSRESPONSE']._serialized_end=1375
+  _globals['_ADMINSERVICE']._serialized_start=1378
+  _globals['_ADMINSERVICE']._serialized_end=1896
 # @@protoc_insertion_point(module_scope)

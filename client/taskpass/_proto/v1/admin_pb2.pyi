@@ -221,14 +221,27 @@ Global___ExportAuditRequest: _TypeAlias = ExportAuditRequest  # noqa: Y015
 
 @_typing.final
 class VerifyAuditRequest(_message.Message):
+    """A head kept from an earlier check or from the server's log ("audit head SEQ:HASH", once a
+    minute): the log must still hold that record with that hash. Someone who can write to the
+    database could re-hash every record after an edit, or cut records off the end; a head kept
+    outside the database finds both. Zero/empty: no head to check.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    EXPECT_SEQ_FIELD_NUMBER: _builtins.int
+    EXPECT_HASH_FIELD_NUMBER: _builtins.int
+    expect_seq: _builtins.int
+    expect_hash: _builtins.str
     def __init__(
         self,
+        *,
+        expect_seq: _builtins.int = ...,
+        expect_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expect_hash", b"expect_hash", "expect_seq", b"expect_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -237,8 +250,8 @@ Global___VerifyAuditRequest: _TypeAlias = VerifyAuditRequest  # noqa: Y015
 @_typing.final
 class VerifyAuditResponse(_message.Message):
     """The whole log checked from the first record: ok, or the first record that was edited,
-    deleted, inserted or reordered. Keep last_seq/last_hash: a later check that ends below them
-    means records were cut off the end.
+    deleted, inserted or reordered, or the log no longer passing through the expected head.
+    Keep last_seq/last_hash to pass them as the expected head of a later check.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -255,7 +268,7 @@ class VerifyAuditResponse(_message.Message):
     last_seq: _builtins.int
     last_hash: _builtins.str
     problem: _builtins.str
-    """seq_gap | seq_order | broken_link | hash_mismatch"""
+    """seq_gap | seq_order | broken_link | hash_mismatch | cut_off | head_mismatch"""
     bad_seq: _builtins.int
     message: _builtins.str
     def __init__(

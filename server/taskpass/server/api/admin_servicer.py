@@ -7,6 +7,7 @@ call is answered PERMISSION_DENIED and audited there (kind "access_denied").
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from taskpass.server.errors import InvalidRequest, TaskpassError
 from taskpass.server.issuer.keys import KeyState, SigningKey
 from taskpass.server.issuer.rotation import KeyRotation
 from taskpass.server.policy.source import LoadedPolicy, ReloadablePolicy
-from taskpass.server.store.audit_chain import canonical_json
+from taskpass.server.store.audit_chain import Head, canonical_json
 from taskpass.server.store.records import AuditRecord
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -134,7 +135,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.VerifyAuditRequest, context: Context
     ) -> pb.VerifyAuditResponse:
         try:
-            result = await self._audit.verify()
+            result = await self._audit.verify(_expected_head(request))
         except TaskpassError as error:
             await abort_with(context, error)
         return pb.VerifyAuditResponse(
@@ -162,3 +163,18 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.ListSigningKeysResponse:
         keys = self._rotation.keys.signing_keys()
         return pb.ListSigningKeysResponse(keys=[_key_info(self._rotation, k) for k in keys])
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def _expected_head(request: pb.VerifyAuditRequest) -> Head | None:
+    if not request.expect_seq and not request.expect_hash:
+        return None
+    if not request.expect_seq or not _HASH.fullmatch(request.expect_hash):
+        raise InvalidRequest(
+            "expect",
+            "an expected head is a seq above 0 and its 64 hex digit hash, as `audit verify` "
+            "prints it and the server logs it",
+        )
+    return Head(seq=request.expect_seq, hash=request.expect_hash)

@@ -6,7 +6,13 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
-from taskpass.server.store.audit_chain import GENESIS_HASH, VerifyResult, verify_chain
+from taskpass.server.store.audit_chain import (
+    GENESIS_HASH,
+    Head,
+    VerifyResult,
+    check_head,
+    verify_chain,
+)
 from taskpass.server.store.base import MAX_PAGE, AuditLog
 from taskpass.server.store.records import AuditRecord
 
@@ -32,13 +38,20 @@ class AuditTrail:
                 return
             cursor = page[-1].seq
 
-    async def verify(self) -> VerifyResult:
-        """Check the chain from the first record to the last; stop at the first bad one."""
+    async def verify(self, expect: Head | None = None) -> VerifyResult:
+        """Check the chain from the first record to the last; stop at the first bad one. With
+        `expect`, a head seen earlier, the log must still hold that record with that hash."""
         last_seq, last_hash, checked = 0, GENESIS_HASH, 0
+        hash_at_expected: str | None = None
         while True:
             page = await self._log.read(after_seq=last_seq, limit=self._page)
             result = verify_chain(page, after_seq=last_seq, after_hash=last_hash)
             checked += result.checked
+            if expect is not None and last_seq < expect.seq <= result.last_seq:
+                hash_at_expected = page[expect.seq - last_seq - 1].hash
             if not result.ok or len(page) < self._page:
-                return dataclasses.replace(result, checked=checked)
+                result = dataclasses.replace(result, checked=checked)
+                if result.ok and expect is not None:
+                    return check_head(result, expect, hash_at_expected)
+                return result
             last_seq, last_hash = result.last_seq, result.last_hash

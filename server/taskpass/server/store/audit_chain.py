@@ -6,22 +6,29 @@ with canonical JSON = sorted keys, no whitespace, ASCII only, `at` as UTC ISO 86
 record has seq 1 and prev_hash GENESIS_HASH. Pure functions, shared by the stores (which chain on
 append) and `taskpass audit verify` (which checks an export or the live table).
 
-A chain checked on its own cannot reveal that its newest records were cut off: compare the
-result's `last_seq`/`last_hash` with a head recorded elsewhere for that.
+A chain checked on its own cannot reveal that its newest records were cut off, nor that someone
+with write access re-hashed everything after an edit: `check_head` compares it with a head
+recorded elsewhere (`HeadLog` logs one a minute) for that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import hashlib
 import json
+import logging
+import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from taskpass.server.store.records import AuditRecord, JsonObject, utc
 
 GENESIS_HASH = "0" * 64
+
+log = logging.getLogger("taskpass.audit")
 
 
 # One encoder reused: `json.dumps` with non-default options builds a new one on every call
@@ -61,6 +68,10 @@ def record_hash(record: AuditRecord) -> str:
 
 
 class ChainProblem(enum.Enum):
+    CUT_OFF = "cut_off"
+    """The log ends before a head seen earlier: records were cut off its end."""
+    HEAD_MISMATCH = "head_mismatch"
+    """The record at a head seen earlier has another hash now: the log was rewritten."""
     SEQ_GAP = "seq_gap"
     """A seq is missing here: a record was deleted (or moved further down)."""
     SEQ_ORDER = "seq_order"
@@ -140,3 +151,55 @@ def verify_chain(
             )
         last_seq, last_hash, checked = record.seq, record.hash, checked + 1
     return VerifyResult(ok=True, checked=checked, last_seq=last_seq, last_hash=last_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The last record of the chain at some moment: its seq and hash. A hash chain proves
+    nothing against someone who can rewrite the whole table; a head kept outside the database
+    (the server logs one a minute, `audit verify` prints it) does: a later verification with
+    `expect` finds the log rewritten or cut off at or before it."""
+
+    seq: int
+    hash: str
+
+
+def check_head(result: VerifyResult, expected: Head, hash_at_seq: str | None) -> VerifyResult:
+    """`result` (a whole-log verification that passed) against a head seen earlier, where
+    `hash_at_seq` is the hash the log now holds at `expected.seq` (None: no such record)."""
+    if hash_at_seq is None:
+        problem, message = (
+            ChainProblem.CUT_OFF,
+            f"the audit log ends at record {result.last_seq}, before record {expected.seq} "
+            "seen earlier: records were cut off its end",
+        )
+    elif hash_at_seq != expected.hash:
+        problem, message = (
+            ChainProblem.HEAD_MISMATCH,
+            f"audit record {expected.seq} has another hash than when it was seen earlier: the "
+            "log was rewritten at or before it (and re-hashed to hide it)",
+        )
+    else:
+        return result
+    return dataclasses.replace(result, ok=False, problem=problem, seq=expected.seq, message=message)
+
+
+HEAD_LOG_SECONDS = 60.0
+
+
+class HeadLog:
+    """Logs the chain's head at most once a HEAD_LOG_SECONDS, when it moved: shipped with the
+    logs, it is the anchor outside the database that `audit verify --expect` checks against."""
+
+    def __init__(self, *, every: float = HEAD_LOG_SECONDS) -> None:
+        self._every = every
+        self._logged_at = -math.inf
+        self._logged_seq = 0
+
+    def committed(self, seq: int, digest: str) -> None:
+        now = time.monotonic()
+        if seq != self._logged_seq and now - self._logged_at >= self._every:
+            self._logged_at, self._logged_seq = now, seq
+            log.info(
+                "audit head %d:%s", seq, digest, extra={"audit_seq": seq, "audit_hash": digest}
+            )

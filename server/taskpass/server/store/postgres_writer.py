@@ -30,9 +30,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from taskpass.server.errors import TaskpassError, Unavailable
+from taskpass.server.errors import StoreCorrupted, TaskpassError, Unavailable
 from taskpass.server.store import postgres_notify
-from taskpass.server.store.audit_chain import GENESIS_HASH, chain_hash
+from taskpass.server.store.audit_chain import GENESIS_HASH, HeadLog, chain_hash
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_errors import DISCONNECTED, store_error
 from taskpass.server.store.postgres_schema import SCHEMA_KEY
@@ -166,6 +166,8 @@ class PgBatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
         self._counts = BatchCounts()
+        self._audit_seen = 0  # the highest audit seq this process committed or read as head
+        self._head_log = HeadLog()
 
     @property
     def stats(self) -> WriterStats:
@@ -288,6 +290,14 @@ class PgBatchWriter:
                 audit_hash=GENESIS_HASH if row[2] is None else str(row[2]),
                 event_seq=int(row[0]),
             )
+            if heads.audit_seq < self._audit_seen:
+                # Appending now would reuse the seqs of records that were cut off, and the
+                # chain would verify again: refuse until an operator restores them.
+                raise StoreCorrupted(
+                    f"store corrupted: the audit log ends at record {heads.audit_seq}, but this "
+                    f"server saw record {self._audit_seen}: records were cut off its end; "
+                    "restore them from a backup"
+                )
             events = False
             topics: set[str] = set()
             for op in batch:
@@ -318,6 +328,8 @@ class PgBatchWriter:
                 await conn.execute(_NOTIFY, self._channel, payload)
             committing = True
             await transaction.commit()
+            self._audit_seen = max(self._audit_seen, heads.audit_seq)
+            self._head_log.committed(heads.audit_seq, heads.audit_hash)
         except BaseException as exc:
             await _rollback(transaction)
             if not committing and isinstance(exc, DISCONNECTED):

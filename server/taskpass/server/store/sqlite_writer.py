@@ -41,7 +41,7 @@ from typing import Any, Generic, TypeVar
 
 from taskpass.server.errors import TaskpassError, Unavailable
 from taskpass.server.store import sqlite_schema
-from taskpass.server.store.audit_chain import GENESIS_HASH, canonical_json
+from taskpass.server.store.audit_chain import GENESIS_HASH, HeadLog, canonical_json
 from taskpass.server.store.records import (
     AuditEntry,
     AuditRecord,
@@ -223,6 +223,7 @@ class BatchWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: sqlite3.Connection | None = None
         self._heads = _Heads(0, GENESIS_HASH, 0)
+        self._head_log = HeadLog()
         self._accepting = False
         self._counts = BatchCounts()
 
@@ -430,6 +431,7 @@ class BatchWriter:
             self._rollback(conn)
             raise
         self._heads = heads
+        self._head_log.committed(heads.audit_seq, heads.audit_hash)
         return outcomes
 
     @staticmethod
