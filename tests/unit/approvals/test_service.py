@@ -12,6 +12,7 @@ from taskpass.server.approvals.service import Approvals
 from taskpass.server.clock import FixedClock
 from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from taskpass.server.identity.groups import Groups
+from taskpass.server.store.base import MAX_PAGE
 from taskpass.server.store.records import ApprovalRecord, ApprovalState
 from taskpass.server.store.sqlite import SqliteStore
 
@@ -348,11 +349,32 @@ async def test_pending_lists_only_what_the_viewer_may_decide(approvals: Approval
     assert [a.approval_id for a in await approvals.list_pending(workload(ALICE))] == [
         agents.approval_id
     ]
-    assert [a.approval_id for a in await approvals.list_pending(workload(BOB))] == [
-        mine.approval_id,
-        agents.approval_id,
-    ]
+    # (asked at the same instant of the fixed clock: in the order of their ids)
+    assert [a.approval_id for a in await approvals.list_pending(workload(BOB))] == sorted(
+        [mine.approval_id, agents.approval_id]
+    )
     assert await approvals.list_pending(workload(ONCALL)) == []
+
+
+async def test_a_flood_of_requests_others_decide_never_hides_the_viewers_own(
+    store: SqliteStore, clock: FixedClock
+) -> None:
+    approvals = Approvals(
+        store=store, groups=Groups(GROUPS), clock=clock, ttl=TTL, max_pending=MAX_PAGE + 1
+    )
+    for n in range(MAX_PAGE):  # a page of requests only security approvers decide
+        await ask(approvals, task_id=f"t-flood-{n}")
+    clock.advance(dt.timedelta(seconds=1))  # newer than the whole first page
+    platform = await approvals.request(
+        workload(),
+        task(task_id="t-platform"),
+        pending_decision(approver_groups=("platform-approvers",)),
+        "dec_2",
+    )
+
+    visible = await approvals.list_pending(workload(ONCALL))
+
+    assert [a.approval_id for a in visible] == [platform.approval_id]
 
 
 async def test_get_shows_an_approval_to_its_requester_and_deciders_only(

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from taskpass.server.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from taskpass.server.store import postgres_codec, postgres_schema, sqlite_codec, sqlite_schema
 from taskpass.server.store.base import MAX_PAGE, Store
 from taskpass.server.store.records import ApprovalRecord, ApprovalState
@@ -395,6 +401,46 @@ async def test_list_pending_skips_decided_and_expired_oldest_first(store: Store)
     listed = await store.approvals.list_pending(T0 + TTL + dt.timedelta(seconds=30), limit=10)
 
     assert [a.approval_id for a in listed] == ["apr-1", "apr-3"]
+
+
+async def test_list_pending_pages_after_a_cursor_ties_in_id_order(store: Store) -> None:
+    same_time = ["apr-b", "apr-a", "apr-c"]
+    for n, approval_id in enumerate(same_time):
+        await create(store, pending(approval_id, digest=f"d-{n}"))
+    await create(store, pending("apr-0", digest="d-9", created_at=T0 + dt.timedelta(minutes=1)))
+
+    first = await store.approvals.list_pending(T0, limit=2)
+    rest = await store.approvals.list_pending(
+        T0, limit=10, after=(first[-1].created_at, first[-1].approval_id)
+    )
+
+    assert [a.approval_id for a in first] == ["apr-a", "apr-b"]
+    assert [a.approval_id for a in rest] == ["apr-c", "apr-0"]
+
+
+async def test_a_requester_at_its_pending_limit_gets_no_new_request_but_finds_its_own(
+    store: Store,
+) -> None:
+    for n in range(3):
+        await create(store, pending(f"apr-{n}", digest=f"d-{n}"))
+    fourth = pending("apr-3", digest="d-3")
+
+    with pytest.raises(ResourceExhausted) as refused:
+        await store.approvals.create_or_reuse(fourth, audit=entry(), now=T0, max_pending=3)
+    again, created = await store.approvals.create_or_reuse(
+        pending("apr-x", digest="d-1"), audit=entry(), now=T0, max_pending=3
+    )
+    other, other_created = await store.approvals.create_or_reuse(
+        pending("apr-o", requester=OTHER_AGENT, digest="d-1"), audit=entry(), now=T0, max_pending=3
+    )
+
+    assert refused.value.message == (
+        f"{AGENT} has 3 approval requests pending, the most it may have: wait for approvers "
+        "to decide them or for them to expire"
+    )
+    assert (again.approval_id, created) == ("apr-1", False)  # the one asked before
+    assert (other.approval_id, other_created) == ("apr-o", True)  # another requester's own
+    assert await store.approvals.get("apr-3") is None
 
 
 @pytest.mark.parametrize("limit", [0, MAX_PAGE + 1], ids=["zero", "over-max"])

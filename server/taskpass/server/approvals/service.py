@@ -32,7 +32,7 @@ from taskpass.server.errors import (
 from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.workload import Workload
 from taskpass.server.policy.decision import Decision, Outcome
-from taskpass.server.store.base import MAX_PAGE, Store
+from taskpass.server.store.base import MAX_PAGE, PendingCursor, Store
 from taskpass.server.store.records import (
     ApprovalRecord,
     ApprovalState,
@@ -86,6 +86,9 @@ class ApprovalChange:
 
 
 ApproversOf = Callable[[str], frozenset[str] | None]
+MAX_PENDING_PER_REQUESTER = 100
+"""Live pending requests one workload may have: enough for any agent's parallel tasks, too few
+to bury the approvers' queue (a request past it is RESOURCE_EXHAUSTED)."""
 MAX_DELEGATION_WALK = 16
 """Parent credentials followed to find who a delegated request is made for (DEFAULT_MAX_DEPTH
 of delegation/service.py is 3; a longer chain than this cannot have been issued)."""
@@ -102,12 +105,14 @@ class Approvals:
         signals: ApprovalSignals | None = None,
         recheck: dt.timedelta = DEFAULT_RECHECK,
         approvers_of: ApproversOf | None = None,
+        max_pending: int = MAX_PENDING_PER_REQUESTER,
     ) -> None:
         """`recheck`: how often a waiter re-reads its approval even without a signal, so a
         decision whose notification was lost (another replica's) is still seen soon.
         `approvers_of`: the approver groups of a rule in the policy in force (None for a rule it
         no longer has); without it, every rule of a request takes the request's groups."""
         self._approvers_of = approvers_of
+        self._max_pending = max_pending
         if ttl <= dt.timedelta(0) or recheck <= dt.timedelta(0):
             raise ValueError("the approval ttl and the recheck interval must be positive")
         self._recheck = recheck.total_seconds()
@@ -171,7 +176,7 @@ class Approvals:
             },
         )
         stored, created = await self._store.approvals.create_or_reuse(
-            approval, audit=audit, now=now
+            approval, audit=audit, now=now, max_pending=self._max_pending
         )
         if created:
             self.signals.notify(stored.approval_id)
@@ -264,9 +269,18 @@ class Approvals:
         return approval
 
     async def list_pending(self, viewer: Workload) -> list[ApprovalRecord]:
-        """Pending requests `viewer` may decide, oldest first."""
-        pending = await self._store.approvals.list_pending(self._clock.now(), limit=MAX_PAGE)
-        return [a for a in pending if self._may_decide(viewer, a)]
+        """Pending requests `viewer` may decide, oldest first, at most MAX_PAGE. Read page by
+        page until that many are found: requests others decide never hide the viewer's own."""
+        now = self._clock.now()
+        visible: list[ApprovalRecord] = []
+        after: PendingCursor | None = None
+        while len(visible) < MAX_PAGE:
+            page = await self._store.approvals.list_pending(now, limit=MAX_PAGE, after=after)
+            visible += (a for a in page if self._may_decide(viewer, a))
+            if len(page) < MAX_PAGE:
+                break
+            after = (page[-1].created_at, page[-1].approval_id)
+        return visible[:MAX_PAGE]
 
     async def watch(self, viewer: Workload) -> AsyncGenerator[ApprovalChange, None]:
         """What `viewer` may decide: every pending request first, then each change as it

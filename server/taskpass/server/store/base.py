@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from taskpass.server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from taskpass.server.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from taskpass.server.store.cascade import CascadeEvent
 from taskpass.server.store.records import (
     ApprovalRecord,
@@ -199,19 +205,37 @@ class RevocationLog(Protocol):
         ...
 
 
+PendingCursor = tuple[dt.datetime, str]
+"""Where a page of pending approvals ended: the last one's created_at and approval_id."""
+
+
+def too_many_pending(requester: str, count: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"{requester} has {count} approval requests pending, the most it may have: wait for "
+        "approvers to decide them or for them to expire"
+    )
+
+
 class ApprovalStore(Protocol):
     """Approval requests and their decisions. Every state change is written with its audit
     record in one transaction; a decision or a consumption is conditional on the stored state,
     so two concurrent deciders (or two exchanges racing for one grant) cannot both succeed."""
 
     async def create_or_reuse(
-        self, approval: ApprovalRecord, *, audit: AuditEntry, now: dt.datetime
+        self,
+        approval: ApprovalRecord,
+        *,
+        audit: AuditEntry,
+        now: dt.datetime,
+        max_pending: int = MAX_PAGE,
     ) -> tuple[ApprovalRecord, bool]:
         """Store `approval` with its audit record, unless one is in force for the same requester
         and digest: a live one (pending or approved, unexpired at `now`) asked under the same
         parent credential (`parent_jti`, None for none), or a denial under any parent (final for
         that task). Then return that one and write nothing. Returns (the approval in force,
-        whether it was created)."""
+        whether it was created). A new one is refused (ResourceExhausted) while the requester
+        already has `max_pending` live pending requests: one workload cannot bury the approvers'
+        queue."""
         ...
 
     async def get(self, approval_id: str) -> ApprovalRecord | None: ...
@@ -220,8 +244,11 @@ class ApprovalStore(Protocol):
         """The newest approval for this requester and task digest, in any state."""
         ...
 
-    async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
-        """Pending approvals not expired at `now`, oldest first, at most `limit` (1..MAX_PAGE)."""
+    async def list_pending(
+        self, now: dt.datetime, *, limit: int, after: PendingCursor | None = None
+    ) -> list[ApprovalRecord]:
+        """Pending approvals not expired at `now`, oldest first (by created_at, then id), at
+        most `limit` (1..MAX_PAGE); with `after`, those after that one's (created_at, id)."""
         ...
 
     async def decide(

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from taskpass.server.store.base import check_page, not_usable, why_not
+from taskpass.server.store.base import (
+    MAX_PAGE,
+    PendingCursor,
+    check_page,
+    not_usable,
+    too_many_pending,
+    why_not,
+)
 from taskpass.server.store.postgres_codec import codec
 from taskpass.server.store.postgres_notify import approval_topic
 from taskpass.server.store.postgres_reader import PgReader
@@ -47,7 +54,11 @@ _IN_FORCE = f"""
 _PENDING = f"""
     SELECT {_COLUMNS}
     FROM approvals WHERE state = 'pending' AND expires_at > $1
-    ORDER BY created_at, ord LIMIT $2"""  # noqa: S608 - constants
+        AND (created_at, approval_id) > ($2, $3)
+    ORDER BY created_at, approval_id LIMIT $4"""  # noqa: S608 - constants
+_PENDING_OF = """
+    SELECT count(*) FROM approvals WHERE requester = $1 AND state = 'pending' AND expires_at > $2"""
+_BEFORE_ALL = dt.datetime.min.replace(tzinfo=dt.UTC)
 _DECIDE = f"""
     UPDATE approvals SET state = $1, decided_by = $2, decided_at = $3, reason = $4,
         expires_at = $5
@@ -71,7 +82,12 @@ class PostgresApprovals:
         self._reader = reader
 
     async def create_or_reuse(
-        self, approval: ApprovalRecord, *, audit: AuditEntry, now: dt.datetime
+        self,
+        approval: ApprovalRecord,
+        *,
+        audit: AuditEntry,
+        now: dt.datetime,
+        max_pending: int = MAX_PAGE,
     ) -> tuple[ApprovalRecord, bool]:
         if approval.state is not ApprovalState.PENDING:
             raise ValueError("a new approval starts pending")
@@ -83,6 +99,9 @@ class PostgresApprovals:
             )
             if in_force is not None:
                 return in_force, False
+            pending = int(await tx.conn.fetchval(_PENDING_OF, approval.requester, now))
+            if pending >= max_pending:
+                raise too_many_pending(approval.requester, pending)
             await tx.conn.execute(_INSERT, *row)
             await tx.append_audit(audit)
             tx.announce(approval_topic(approval.approval_id))  # approvers watch other replicas
@@ -98,9 +117,12 @@ class PostgresApprovals:
         row = await self._reader.fetch_one(_LATEST, requester, digest)
         return None if row is None else codec.approval_from_row(row)
 
-    async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
+    async def list_pending(
+        self, now: dt.datetime, *, limit: int, after: PendingCursor | None = None
+    ) -> list[ApprovalRecord]:
         check_page(limit=limit)
-        rows = await self._reader.fetch(_PENDING, now, limit)
+        created, approval_id = after or (_BEFORE_ALL, "")
+        rows = await self._reader.fetch(_PENDING, now, created, approval_id, limit)
         return [codec.approval_from_row(row) for row in rows]
 
     async def decide(

@@ -9,7 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Protocol
 
-from taskpass.server.store.base import check_page, not_usable, why_not
+from taskpass.server.store.base import (
+    MAX_PAGE,
+    PendingCursor,
+    check_page,
+    not_usable,
+    too_many_pending,
+    why_not,
+)
 from taskpass.server.store.records import ApprovalRecord, ApprovalState, AuditEntry
 from taskpass.server.store.row_codec import APPROVALS, Row
 from taskpass.server.store.sqlite_codec import codec, to_db_time
@@ -39,8 +46,10 @@ _IN_FORCE = f"""
     ORDER BY created_at DESC, rowid DESC LIMIT 1"""  # noqa: S608 - constants
 _PENDING = f"""
     SELECT {_COLUMNS}
-    FROM approvals WHERE state = 'pending' AND expires_at > ?
-    ORDER BY created_at, rowid LIMIT ?"""  # noqa: S608 - constants
+    FROM approvals WHERE state = 'pending' AND expires_at > ? AND (created_at, approval_id) > (?, ?)
+    ORDER BY created_at, approval_id LIMIT ?"""  # noqa: S608 - constants
+_PENDING_OF = """
+    SELECT count(*) FROM approvals WHERE requester = ? AND state = 'pending' AND expires_at > ?"""
 _DECIDE = f"""
     UPDATE approvals SET state = ?, decided_by = ?, decided_at = ?, reason = ?, expires_at = ?
     WHERE approval_id = ? AND state = 'pending' AND expires_at > ?
@@ -70,7 +79,12 @@ class SqliteApprovals:
         self._reader = reader
 
     async def create_or_reuse(
-        self, approval: ApprovalRecord, *, audit: AuditEntry, now: dt.datetime
+        self,
+        approval: ApprovalRecord,
+        *,
+        audit: AuditEntry,
+        now: dt.datetime,
+        max_pending: int = MAX_PAGE,
     ) -> tuple[ApprovalRecord, bool]:
         if approval.state is not ApprovalState.PENDING:
             raise ValueError("a new approval starts pending")
@@ -81,6 +95,9 @@ class SqliteApprovals:
             in_force = _one(tx, _IN_FORCE, key)
             if in_force is not None:
                 return in_force, False
+            pending = tx.conn.execute(_PENDING_OF, (approval.requester, key[2])).fetchone()[0]
+            if pending >= max_pending:
+                raise too_many_pending(approval.requester, pending)
             tx.conn.execute(_INSERT, row)
             tx.append_audit(audit)
             return approval, True
@@ -95,9 +112,14 @@ class SqliteApprovals:
         row = await self._reader.fetch_one(_LATEST, (requester, digest))
         return None if row is None else codec.approval_from_row(row)
 
-    async def list_pending(self, now: dt.datetime, *, limit: int) -> list[ApprovalRecord]:
+    async def list_pending(
+        self, now: dt.datetime, *, limit: int, after: PendingCursor | None = None
+    ) -> list[ApprovalRecord]:
         check_page(limit=limit)
-        rows = await self._reader.fetch_all(_PENDING, (to_db_time(now), limit))
+        created, approval_id = (to_db_time(after[0]), after[1]) if after else (-1, "")
+        rows = await self._reader.fetch_all(
+            _PENDING, (to_db_time(now), created, approval_id, limit)
+        )
         return [codec.approval_from_row(row) for row in rows]
 
     async def decide(
