@@ -43,7 +43,7 @@ from tests.integration.delegating import (
     tool,
     verified_claims,
 )
-from tests.integration.harness import AUDIENCE, BILLING_BOT, ISSUER, REPORT_BOT, Harness
+from tests.integration.harness import AUDIENCE, BILLING_BOT, ISSUER, REPORT_BOT, SIDECAR, Harness
 from tests.support.pki import EXAMPLE, TestPki
 
 ALICE = f"spiffe://{EXAMPLE}/humans/approvers/alice"
@@ -78,6 +78,11 @@ async def test_a_sub_agent_gets_its_own_narrower_credential_bound_to_its_certifi
     assert claims["scope"] == "payments:read"
     assert claims["exp"] - claims["iat"] == 120
     assert claims["cnf"] == {"x5t#S256": thumbprint(runner.leaf)}
+    # introspection (RFC 7662) says the same: the bound certificate (RFC 8705) and the actor
+    async with harness.agent(SIDECAR) as sidecar:
+        seen = await sidecar.introspect(child.token)
+    assert seen.claims["cnf"] == {"x5t#S256": thumbprint(runner.leaf)}
+    assert seen.claims["act"] == {"sub": RUNNER}
 
 
 async def test_without_scopes_the_child_gets_what_the_parent_and_the_policy_both_allow(

@@ -72,6 +72,22 @@ async def test_task_ids_are_per_requester(harness: Harness) -> None:
         assert (await billing.introspect(a.token)).active
 
 
+@pytest.mark.parametrize(
+    ("requester", "shown"),
+    [
+        pytest.param("x\r\ny", "x\\r\\ny", id="control-characters-escaped"),
+        pytest.param("é" * 3000, "\\xe9" * 256, id="a-huge-name-cut-short"),
+    ],
+)
+async def test_completing_someone_elses_task_quotes_the_name_safely(
+    harness: Harness, requester: str, shown: str
+) -> None:
+    async with harness.agent() as client:
+        with pytest.raises(PermissionDenied) as refused:
+            await client.complete_task("t-7", requester=requester)
+    assert f"may not complete task 't-7' of {shown}: only the requester" in refused.value.message
+
+
 async def test_introspect_reports_claims_of_an_active_token(harness: Harness) -> None:
     async with harness.agent() as client:
         credential = await client.exchange(READ)

@@ -239,6 +239,10 @@ class TaskpassClient:
             "exp": r.exp,
             "token_type": r.token_type,
         }
+        if r.cnf_x5t_s256:  # RFC 7662 / 8705 shapes
+            claims["cnf"] = {"x5t#S256": r.cnf_x5t_s256}
+        if r.act_sub:
+            claims["act"] = {"sub": r.act_sub}
         return Introspection(active=True, claims=claims)
 
     async def jwks(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from taskpass.server.api.credential_servicer import CredentialServicer
 from taskpass.server.api.health import HealthReporter
 from taskpass.server.api.revocation_servicer import RevocationServicer
 from taskpass.server.approvals.service import Approvals
+from taskpass.server.audit.denials import DenialThrottle
 from taskpass.server.audit.trail import AuditTrail
 from taskpass.server.clock import Clock, SystemClock
 from taskpass.server.config import ServerConfig
@@ -53,8 +54,8 @@ from taskpass.server.identity.mapped_cert import CertMappingRule, MappedCertVeri
 from taskpass.server.identity.workload import Workload
 from taskpass.server.identity.x509_svid import X509SvidVerifier
 from taskpass.server.instrumentation import CountingAttestor, TimedPolicy
+from taskpass.server.issuer import metadata
 from taskpass.server.issuer.keys import KeyRing
-from taskpass.server.issuer.metadata import authorization_server_metadata
 from taskpass.server.issuer.rotation import KeyRotation, OnChange
 from taskpass.server.issuer.shared_jwks import SharedKeys, replica_name
 from taskpass.server.issuer.tokens import TokenIssuer
@@ -300,6 +301,7 @@ class TaskpassServer:
     _http: web.AppRunner | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _health: HealthReporter | None = None
+    _denials: DenialThrottle = field(default_factory=DenialThrottle)
 
     @property
     def config(self) -> ServerConfig:
@@ -337,6 +339,8 @@ class TaskpassServer:
         self._background.append(asyncio.create_task(work))
 
     async def _audit_denied(self, workload: Workload, method: str, why: str) -> None:
+        if not self._denials.should_audit(workload.id, method, why):
+            return  # audited already this minute (audit/denials.py)
         c = self.components
         await c.store.audit.append(
             AuditEntry(
@@ -450,8 +454,7 @@ class TaskpassServer:
             self.spawn(c.store.listen(revocations.hub.notify))
 
     def _metadata(self) -> dict[str, Any]:
-        issuer = self.config.issuer.issuer.rstrip("/")
-        return authorization_server_metadata(issuer, issuer + JWKS_PATH)
+        return metadata.served_at(self.config.issuer.issuer, JWKS_PATH)
 
     async def _reload_bundles(self) -> None:
         interval = self.config.attestation.bundle_reload_interval.total_seconds() or 5.0

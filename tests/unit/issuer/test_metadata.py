@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from taskpass.server.errors import ConfigError
-from taskpass.server.issuer.metadata import authorization_server_metadata
+from taskpass.server.issuer.metadata import authorization_server_metadata, served_at
 
 ISSUER = "https://taskpass.example.org"
 JWKS_URI = "https://taskpass.example.org/.well-known/jwks.json"
@@ -38,3 +38,11 @@ def test_token_endpoint_is_listed_only_when_given() -> None:
 def test_metadata_requires_issuer_and_jwks_uri(issuer: str, jwks_uri: str, missing: str) -> None:
     with pytest.raises(ConfigError, match=missing):
         authorization_server_metadata(issuer, jwks_uri)
+
+
+@pytest.mark.parametrize("issuer", ["https://taskpass.test", "https://taskpass.test/"])
+def test_served_metadata_names_the_issuer_exactly_as_tokens_carry_it(issuer: str) -> None:
+    document = served_at(issuer, "/.well-known/jwks.json")
+
+    assert document["issuer"] == issuer  # RFC 8414 §3.3: identical to the tokens' iss
+    assert document["jwks_uri"] == "https://taskpass.test/.well-known/jwks.json"

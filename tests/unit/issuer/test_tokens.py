@@ -177,6 +177,21 @@ def test_exp_is_the_decision_ttl_capped_by_the_workload_expiry(
     assert credential.expires_at <= workload.expires_at
 
 
+def test_exp_never_passes_the_task_deadline_even_when_time_passed_since_the_decision(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    # The policy counted the ttl (to the deadline) at its own `now`; a durable write (an
+    # approval's use, a delegation's reads) came between, and the clock moved on.
+    deadline = clock.now() + dt.timedelta(seconds=120, milliseconds=990)
+    decision = make_decision(ttl=dt.timedelta(seconds=120))
+    clock.advance(dt.timedelta(milliseconds=1010))
+
+    credential = issue(issuer, task=make_task(deadline=deadline), decision=decision)
+
+    assert claims_of(credential.token)["exp"] == int(deadline.timestamp())
+    assert credential.expires_at <= deadline
+
+
 def test_iat_is_whole_seconds_rounded_down(issuer: TokenIssuer, clock: FixedClock) -> None:
     whole = int(clock.now().timestamp())
     clock.advance(dt.timedelta(milliseconds=800))

@@ -350,6 +350,8 @@ class IntrospectResponse(_message.Message):
     IAT_FIELD_NUMBER: _builtins.int
     EXP_FIELD_NUMBER: _builtins.int
     TOKEN_TYPE_FIELD_NUMBER: _builtins.int
+    CNF_X5T_S256_FIELD_NUMBER: _builtins.int
+    ACT_SUB_FIELD_NUMBER: _builtins.int
     active: _builtins.bool
     iss: _builtins.str
     sub: _builtins.str
@@ -361,6 +363,10 @@ class IntrospectResponse(_message.Message):
     iat: _builtins.int
     exp: _builtins.int
     token_type: _builtins.str
+    cnf_x5t_s256: _builtins.str
+    """RFC 8705 cnf.x5t#S256: the bound certificate"""
+    act_sub: _builtins.str
+    """RFC 8693 act.sub: who acts for `sub` (delegated)"""
     def __init__(
         self,
         *,
@@ -375,10 +381,12 @@ class IntrospectResponse(_message.Message):
         iat: _builtins.int = ...,
         exp: _builtins.int = ...,
         token_type: _builtins.str = ...,
+        cnf_x5t_s256: _builtins.str = ...,
+        act_sub: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "aud", b"aud", "client_id", b"client_id", "exp", b"exp", "iat", b"iat", "iss", b"iss", "jti", b"jti", "scope", b"scope", "sub", b"sub", "token_type", b"token_type", "txn", b"txn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["act_sub", b"act_sub", "active", b"active", "aud", b"aud", "client_id", b"client_id", "cnf_x5t_s256", b"cnf_x5t_s256", "exp", b"exp", "iat", b"iat", "iss", b"iss", "jti", b"jti", "scope", b"scope", "sub", b"sub", "token_type", b"token_type", "txn", b"txn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -108,7 +108,15 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
             iat=_int(c.get("iat")),
             exp=_int(c.get("exp")),
             token_type="Bearer",
+            cnf_x5t_s256=_member(c.get("cnf"), "x5t#S256"),
+            act_sub=_member(c.get("act"), "sub"),
         )
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: Context) -> pb.GetJwksResponse:
         return pb.GetJwksResponse(jwks_json=self._jwks_json().decode())
+
+
+def _member(claim: object, name: str) -> str:
+    """A string member of an object claim (cnf, act), or "" when there is none."""
+    value = claim.get(name) if isinstance(claim, dict) else None
+    return value if isinstance(value, str) else ""

@@ -34,3 +34,10 @@ def authorization_server_metadata(
     if token_endpoint:
         document["token_endpoint"] = token_endpoint
     return document
+
+
+def served_at(issuer: str, jwks_path: str) -> dict[str, Any]:
+    """The metadata of a server whose JWKS is at `jwks_path` under the issuer URL. `issuer` is
+    kept exactly as the tokens' `iss` carries it (RFC 8414 §3.3: identical, trailing "/" and
+    all), only the JWKS URL is joined without a doubled "/"."""
+    return authorization_server_metadata(issuer, issuer.rstrip("/") + jwks_path)

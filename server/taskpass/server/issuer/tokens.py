@@ -85,7 +85,9 @@ class TokenIssuer:
         acts for, `client_id` and `cnf` are always the calling workload's own.
 
         Refuses a deny, and a pending decision without the approval that satisfied it.
-        `exp` is `iat + decision.ttl` in whole seconds, never past the workload identity's expiry.
+        `exp` is `iat + decision.ttl` in whole seconds, never past the workload identity's expiry
+        nor the task's deadline (in absolute time: the decision's ttl was counted from its own
+        `now`, and a durable write may have come between).
         """
         if decision.outcome is Outcome.DENY or (
             decision.outcome is Outcome.PENDING_APPROVAL and not approval_id
@@ -96,6 +98,8 @@ class TokenIssuer:
         now = self._clock.now()
         iat = _epoch(now)
         exp = min(iat + int(decision.ttl.total_seconds()), _epoch(workload.expires_at))
+        if task.deadline is not None:
+            exp = min(exp, _epoch(task.deadline))
         if exp <= iat:
             raise Conflict(
                 "the credential would be valid for less than one second (the workload identity "

@@ -21,6 +21,7 @@ from taskpass.server.errors import (
     InvalidRequest,
     PermissionDenied,
     PolicyDenied,
+    printable,
 )
 from taskpass.server.identity.workload import Workload
 from taskpass.server.issuer.tokens import IssuedCredential, TokenIssuer
@@ -39,6 +40,9 @@ from taskpass.server.store.records import (
 )
 from taskpass.server.tasks.described import DescribedTask
 from taskpass.server.tasks.descriptor import TaskDescriptor
+
+MAX_SHOWN = 256
+"""Characters of a caller-supplied name quoted back in an error (they go into gRPC metadata)."""
 
 
 class Decider(Protocol):
@@ -405,7 +409,9 @@ class TaskService:
         return [c.jti for c in revoked]
 
     async def introspect(self, token: str) -> Introspection:
-        """Active only when the signature checks, the token is unexpired and not revoked."""
+        """Active only when the signature checks, the token is unexpired and not revoked. Any
+        attested workload may ask about a token it holds: whoever holds a JWT can read its
+        claims anyway; this adds whether it is still good (and tokens cannot be guessed)."""
         claims = self._verifier.verify(token)
         if claims is None:
             return Introspection(active=False, claims={})
@@ -421,7 +427,8 @@ class TaskService:
         if declared != workload.id or not self._is_orchestrator(workload.id):
             # The same answer whether or not the task exists: no probing of others' task ids.
             raise PermissionDenied(
-                f"{workload.id} may not complete task {task_id!r} of {requester}: only the "
+                f"{workload.id} may not complete task {task_id!r} of "
+                f"{printable(requester[:MAX_SHOWN])}: only the "
                 "requester, or the orchestrator its task descriptor names (and which is in the "
                 "orchestrators group), may complete it"
             )
