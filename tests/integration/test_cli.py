@@ -156,3 +156,15 @@ def test_unreachable_server_exits_1(capsys: pytest.CaptureFixture[str], tmp_path
     )
     assert code == 1
     assert "cannot reach the server" in capsys.readouterr().err
+
+
+async def test_watch_exits_1_saying_why_when_the_server_cannot_be_reached(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = connection(harness)
+    nowhere = ["--server", "127.0.0.1:1", *args[2:]]  # nothing listens on port 1
+
+    code, out, err = await asyncio.wait_for(run(capsys, "watch", *nowhere), 30)
+
+    assert (code, out) == (1, "")
+    assert "cannot reach the server: nothing listens there" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Mapping
 
@@ -16,7 +17,7 @@ from taskpass.client.cli import EXIT_BAD_REQUEST, EXIT_OK, add_connection_argume
 from taskpass.client.cli import run_client_command as run
 from taskpass.client.client import TaskpassClient
 from taskpass.client.revocations import RevocationAdmin
-from taskpass.client.watcher import RevocationWatcher
+from taskpass.client.watcher import WATCHER_LOGGER, RevocationWatcher
 
 
 def _emit(value: Mapping[str, object], as_json: bool) -> None:
@@ -28,8 +29,23 @@ def _emit(value: Mapping[str, object], as_json: bool) -> None:
         print(f"{key}: {shown}")
 
 
+def _show_reconnects() -> None:
+    """The watcher's reconnects on stderr: a stream that keeps failing is not silent."""
+    watcher_log = logging.getLogger(WATCHER_LOGGER)
+    if not watcher_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("taskpass: %(message)s"))
+        watcher_log.addHandler(handler)
+        watcher_log.setLevel(logging.INFO)
+        watcher_log.propagate = False
+
+
 def _watch(args: argparse.Namespace) -> int:
     async def body(client: TaskpassClient) -> int:
+        # One call first: an unreachable server or a refused handshake ends the command here
+        # (exit 1, saying why) instead of in silent retries; later losses are reconnected.
+        await client.jwks()
+        _show_reconnects()
         watcher = RevocationWatcher(client, since=args.since, issuer=args.issuer)
         printed = 0
         async for revocation in watcher:

@@ -62,7 +62,8 @@ from taskpass.client.security_events import (
 )
 from taskpass.client.timestamps import from_timestamp
 
-log = logging.getLogger("taskpass.client.watcher")
+WATCHER_LOGGER = "taskpass.client.watcher"
+log = logging.getLogger(WATCHER_LOGGER)
 
 # Statuses after which reconnecting can help; any other is a configuration problem to report.
 RETRYABLE: Final = frozenset(

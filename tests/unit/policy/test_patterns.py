@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
+from taskpass.server.policy.patterns import PatternKind, WorkloadPattern, patterns_covering
 
 BASE = "spiffe://example.org/agents"
 
@@ -71,3 +71,38 @@ def test_regex_metacharacters_in_a_pattern_are_literal() -> None:
     pattern = WorkloadPattern.parse("spiffe://example.org/a.b/*")
     assert pattern.matches("spiffe://example.org/a.b/x")
     assert not pattern.matches("spiffe://example.org/axb/x")
+
+
+@pytest.mark.parametrize(
+    ("workload_id", "expected"),
+    [
+        pytest.param(
+            f"{BASE}/bot",
+            [f"{BASE}/bot", f"{BASE}/*", f"{BASE}/**", "spiffe://example.org/**"],
+            id="one-below-agents",
+        ),
+        pytest.param(
+            "spiffe://example.org/a",
+            ["spiffe://example.org/a", "spiffe://example.org/*", "spiffe://example.org/**"],
+            id="one-segment",
+        ),
+        pytest.param("legacy-batch", ["legacy-batch"], id="mapped-identity"),
+    ],
+)
+def test_patterns_covering_an_id_are_exactly_those_that_match_it(
+    workload_id: str, expected: list[str]
+) -> None:
+    covering = patterns_covering(workload_id)
+
+    assert covering == expected
+    near_misses = [
+        f"{BASE}/bot/*",
+        f"{BASE}/bot/**",
+        f"{BASE}/x",
+        "spiffe://example.org/a/*",
+        "spiffe://other.org/**",
+        "legacy",
+    ]
+    for pattern in [*expected, *near_misses]:
+        matches = WorkloadPattern.parse(pattern).matches(workload_id)
+        assert matches == (pattern in covering), pattern

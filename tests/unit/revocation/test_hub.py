@@ -16,6 +16,7 @@ from taskpass.server.errors import StoreCorrupted, Unavailable
 from taskpass.server.revocation.hub import (
     FELL_BEHIND,
     HEARTBEAT_SLOTS,
+    LOG_UNAVAILABLE,
     STOPPING,
     UNREADABLE,
     EndOfStream,
@@ -330,6 +331,28 @@ async def test_a_failed_log_read_is_retried_at_the_next_poll(
     finally:
         loop.cancel()
     assert seqs(got) == [1]
+
+
+async def test_streams_end_with_their_resume_seq_when_the_log_stays_unreadable(
+    store: SqliteStore, clock: FixedClock
+) -> None:
+    async def nothing() -> None:
+        return None
+
+    log = HookedLog(store, nothing)
+    hub = RevocationHub(log=log, clock=clock, settings=FAST)  # heartbeat interval 50 ms
+    loop = asyncio.create_task(hub.run())
+    try:
+        await hub.start()
+        stream = hub.watch(None)
+        await until_heartbeat(stream)
+        log.fail_next = 10**6  # this replica lost its database; others commit meanwhile
+        hub.notify()
+        # Heartbeats alone would say "nothing after seq 0" for as long as the outage lasts.
+        _, end = await asyncio.wait_for(until_end(stream), WAIT)
+    finally:
+        loop.cancel()
+    assert end == EndOfStream(0, LOG_UNAVAILABLE)
 
 
 @pytest.mark.parametrize(

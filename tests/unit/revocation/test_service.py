@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,24 @@ async def test_bans_made_elsewhere_arrive_with_the_refresh(
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
+
+
+async def test_a_ban_stays_listed_when_a_refresh_read_the_table_before_its_commit(
+    service: RevocationService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_ban = store.bans.ban
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_ban(**kwargs: Any) -> Any:  # the commit lands a little after the add()
+        writing.set()
+        await release.wait()
+        return await real_ban(**kwargs)
+
+    monkeypatch.setattr(store.bans, "ban", slow_ban)
+    banning = asyncio.create_task(service.ban(workload(), AGENT, reason="compromised"))
+    await writing.wait()
+    await service.bans.refresh(store.bans)  # the periodic refresh reads the table now
+    release.set()
+    await banning
+
+    assert service.bans.banned(AGENT) is not None  # it was gone until the next refresh

@@ -14,7 +14,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from taskpass.server.errors import ConfigError, InvalidRequest, StoreCorrupted, Unavailable
+from taskpass.server.errors import (
+    ConfigError,
+    InvalidRequest,
+    PermissionDenied,
+    StoreCorrupted,
+    Unavailable,
+)
 from taskpass.server.store import postgres_schema
 from taskpass.server.store.audit_chain import ChainProblem, verify_chain
 from taskpass.server.store.base import MAX_PAGE, EventNotifier
@@ -28,6 +34,8 @@ from tests.support.postgres import base_dsn, raw_connection, with_params
 from .builders import AGENT, T0, entry, issue, task_revocation
 
 pytestmark = pytest.mark.postgres
+
+TOOL = "spiffe://example.org/tools/runner"
 
 
 async def audit_of_six(dsn: str) -> None:
@@ -152,6 +160,25 @@ async def test_a_running_server_refuses_to_append_after_records_were_cut_off_its
         "store corrupted: the audit log ends at record 4, but this server saw record 6: records "
         "were cut off its end; restore them from a backup"
     )
+
+
+@pytest.mark.parametrize("pattern", [AGENT, "spiffe://example.org/agents/*"])
+async def test_an_issuance_is_refused_under_a_ban_another_replica_committed(
+    pg_dsn: str, pattern: str
+) -> None:
+    async with PostgresStore(pg_dsn) as store:
+        # Another replica's ban: in the table, not yet in this replica's ban list.
+        async with raw_connection(pg_dsn) as conn:
+            await conn.execute(
+                "INSERT INTO bans (pattern, banned_at, banned_by, reason) "
+                "VALUES ($1, now(), 'spiffe://example.org/security/admin', 'key leaked')",
+                pattern,
+            )
+        with pytest.raises(PermissionDenied, match="is banned by security"):
+            await issue(store, "jti-after-ban")
+        await issue(store, "jti-other", requester=TOOL, task_id="task-2")  # not covered
+
+        assert await store.credentials.get_credential("jti-after-ban") is None
 
 
 # -- faults and driver errors --------------------------------------------------------------------

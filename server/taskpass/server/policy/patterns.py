@@ -73,6 +73,23 @@ class WorkloadPattern:
         return "" not in rest.split("/")
 
 
+def patterns_covering(workload_id: str) -> list[str]:
+    """Every pattern text that matches `workload_id`: the ID itself, `<parent>/*`, and
+    `<ancestor>/**` for each ancestor up to the trust domain. A store can then look up the
+    patterns covering an identity by equality (bans: see store/postgres.py)."""
+    covering = [workload_id]
+    if not workload_id.lower().startswith("spiffe://"):
+        return covering  # a mapped identity matches only itself
+    base, _, _ = workload_id.rpartition("/")
+    if base.count("/") < 2:  # "spiffe:" + "" + trust domain: the ID has no path
+        return covering
+    covering.append(f"{base}/*")
+    while base.count("/") >= 2:
+        covering.append(f"{base}/**")
+        base, _, _ = base.rpartition("/")
+    return covering
+
+
 def _check_mapped_identity(text: str) -> None:
     # mirrors what identity/mapped_cert.py accepts as a mapped identity; matched exactly
     if "*" in text:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from taskpass.server.errors import PermissionDenied
 from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
-from taskpass.server.store.base import BanStore
+from taskpass.server.store.base import BanStore, banned
 from taskpass.server.store.records import BanRecord
 
 
@@ -42,10 +41,7 @@ class BanList:
         """Raise PermissionDenied if `workload_id` is banned."""
         ban = self.banned(workload_id)
         if ban is not None:
-            covering = "" if ban.pattern == workload_id else f" (by the ban on {ban.pattern})"
-            raise PermissionDenied(
-                f"identity {workload_id} is banned by security{covering}; ask the security team"
-            )
+            raise banned(workload_id, ban.pattern)
 
     def add(self, ban: BanRecord) -> None:
         self._generation += 1

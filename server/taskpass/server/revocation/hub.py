@@ -90,6 +90,11 @@ UNREADABLE = (
     "resume after the given seq once it is repaired"
 )
 
+LOG_UNAVAILABLE = (
+    "the revocation log cannot be read from this server; resume after the given seq (another "
+    "replica may answer)"
+)
+
 
 class Subscription:
     """One stream's bounded queue. The hub side (`offer`, `beat`, `end`) never blocks."""
@@ -201,6 +206,7 @@ class RevocationHub:
         self._last: int | None = None
         self._next_slot = 0
         self._unreadable = False
+        self._failing_since: float | None = None  # monotonic time of the first failed read
         """The last read of the log found a row it cannot read (StoreCorrupted)."""
 
     @property
@@ -278,8 +284,16 @@ class RevocationHub:
                 return offered
             except TaskpassError as error:
                 log.warning("revocation log read failed, retrying at the next poll: %s", error)
+                # Heartbeats would tell the streams all is well while they miss what others
+                # commit: past one heartbeat interval, end them so subscribers resume elsewhere.
+                now = self._monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
+                if now - self._failing_since >= self._settings.heartbeat_interval.total_seconds():
+                    self._end_all(LOG_UNAVAILABLE, error)
                 return offered
             self._unreadable = False
+            self._failing_since = None
             for event in events:
                 self._offer(event)
                 self._last = event.seq
@@ -287,7 +301,7 @@ class RevocationHub:
             if len(events) < MAX_PAGE:
                 return offered
 
-    def _end_all(self, reason: str, error: StoreCorrupted) -> None:
+    def _end_all(self, reason: str, error: TaskpassError) -> None:
         """End every live stream; said at ERROR when the log turns unreadable and whenever
         streams are ended for it (new ones subscribe only if their catch-up read passed)."""
         if self._subscribers or not self._unreadable:

@@ -180,6 +180,9 @@ class RevocationService:
             if not already_listed:
                 self._bans.remove(pattern)
             raise
+        # Again now that it is stored: a refresh that read the table before this commit and
+        # ended after it would otherwise have replaced the list without this ban.
+        self._bans.add(ban)
         self.published(stored, cascade)
         return Banned(ban, tuple(revoked), stored)
 

@@ -205,6 +205,14 @@ class RevocationLog(Protocol):
         ...
 
 
+def banned(workload_id: str, pattern: str) -> PermissionDenied:
+    """The refusal of a banned identity (the same words as revocation/bans.py's)."""
+    covering = "" if pattern == workload_id else f" (by the ban on {pattern})"
+    return PermissionDenied(
+        f"identity {workload_id} is banned by security{covering}; ask the security team"
+    )
+
+
 PendingCursor = tuple[dt.datetime, str]
 """Where a page of pending approvals ended: the last one's created_at and approval_id."""
 
