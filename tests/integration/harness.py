@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,11 +191,15 @@ async def start_harness(
     policy: Path = POLICY,
     approval_ttl_seconds: float = APPROVAL_TTL_SECONDS,
     clock: Clock | None = None,
+    groups: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Harness:
+    """`groups`: groups to set instead of the harness's own (the others stay as they are)."""
     legacy_ca = pki.ca("legacy batch CA")
     config = harness_config(
         directory, pki, legacy_ca, policy=policy, approval_ttl_seconds=approval_ttl_seconds
     )
+    if groups:
+        config = dataclasses.replace(config, groups={**config.groups, **groups})
     server = await TaskpassServer.start(config, clock=clock)
     return Harness(
         server=server,

@@ -3,7 +3,6 @@ between, even when it is in the approver group (a sub-agent asking for its own p
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pytest
 
 from taskpass.client import ApprovalPending, PermissionDenied
 from taskpass.client.approvals import ApprovalsClient
-from taskpass.server.app import TaskpassServer
 from tests.integration.delegating import POLICY, RUNNER, agent, read
-from tests.integration.harness import BILLING_BOT, Harness, harness_config
+from tests.integration.harness import BILLING_BOT, Harness, start_harness
 from tests.support.pki import EXAMPLE, TestPki
 
 ALICE = f"spiffe://{EXAMPLE}/humans/approvers/alice"
@@ -22,21 +20,14 @@ ALICE = f"spiffe://{EXAMPLE}/humans/approvers/alice"
 @pytest.fixture
 async def harness(tmp_path: Path, pki: TestPki) -> AsyncIterator[Harness]:
     """The delegation policy, with the billing bot made a security approver as well."""
-    legacy_ca = pki.ca("legacy batch CA")
-    config = harness_config(tmp_path, pki, legacy_ca, policy=POLICY)
-    groups = dict(config.groups)
-    groups["security-approvers"] = (*groups["security-approvers"], BILLING_BOT)
-    server = await TaskpassServer.start(dataclasses.replace(config, groups=groups))
+    approvers = ("spiffe://example.org/humans/approvers/*", BILLING_BOT)
+    running = await start_harness(
+        tmp_path, pki, policy=POLICY, groups={"security-approvers": approvers}
+    )
     try:
-        yield Harness(
-            server=server,
-            pki=pki,
-            directory=tmp_path,
-            server_ca=tmp_path / "bundles" / f"{EXAMPLE}.pem",
-            legacy_ca=legacy_ca,
-        )
+        yield running
     finally:
-        await server.stop(grace=0.5)
+        await running.server.stop(grace=0.5)
 
 
 async def test_the_principal_of_a_delegated_request_may_not_approve_it(harness: Harness) -> None:

@@ -3,7 +3,6 @@ nothing, an approval it gave before is not used, and a banned admin cannot lift 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pytest
 
 from taskpass.client import ApprovalPending, InvalidRequest, PermissionDenied, Task
 from taskpass.client.revocations import RevocationAdmin
-from taskpass.server.app import TaskpassServer
 from tests.integration.governance import ALICE, BOB, POLICY, approvals_of, audit_log
-from tests.integration.harness import ADMIN, BILLING_BOT, Harness, harness_config
+from tests.integration.harness import ADMIN, BILLING_BOT, Harness, start_harness
 from tests.support.pki import EXAMPLE, TestPki
 
 DEPUTY = f"spiffe://{EXAMPLE}/security/deputy-admin"
@@ -23,20 +21,11 @@ WRITE = Task(task_id="t-pay-1", audience="payments-api", action="write")
 @pytest.fixture
 async def gov(tmp_path: Path, pki: TestPki) -> AsyncIterator[Harness]:
     """The governance policy, with a second admin."""
-    legacy_ca = pki.ca("legacy batch CA")
-    config = harness_config(tmp_path, pki, legacy_ca, policy=POLICY)
-    groups = {**config.groups, "admins": (ADMIN, DEPUTY)}
-    server = await TaskpassServer.start(dataclasses.replace(config, groups=groups))
+    running = await start_harness(tmp_path, pki, policy=POLICY, groups={"admins": (ADMIN, DEPUTY)})
     try:
-        yield Harness(
-            server=server,
-            pki=pki,
-            directory=tmp_path,
-            server_ca=tmp_path / "bundles" / f"{EXAMPLE}.pem",
-            legacy_ca=legacy_ca,
-        )
+        yield running
     finally:
-        await server.stop(grace=0.5)
+        await running.server.stop(grace=0.5)
 
 
 async def ask(gov: Harness) -> str:
