@@ -17,6 +17,7 @@ from taskpass.server.errors import (
     Conflict,
     InvalidRequest,
     PermissionDenied,
+    ResourceExhausted,
 )
 from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.workload import AttestationMethod, Workload
@@ -26,6 +27,7 @@ from taskpass.server.issuer.verify import TokenVerifier
 from taskpass.server.policy.engine import PolicyEngine
 from taskpass.server.store.records import ApprovalState
 from taskpass.server.store.sqlite import SqliteStore
+from taskpass.server.tasks import service
 from taskpass.server.tasks.descriptor import Sensitivity, TaskDescriptor
 from taskpass.server.tasks.service import StaticPolicy, TaskService
 
@@ -186,6 +188,39 @@ async def test_a_waiting_exchange_completes_when_the_approver_approves(world: Wo
 
     done = await asyncio.wait_for(exchange, WAIT)
     assert done.approval_id == request.approval_id
+
+
+async def test_a_workload_may_have_only_so_many_exchanges_waiting_for_an_approver(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "MAX_WAITING_PER_WORKLOAD", 2)
+    waiting = [
+        asyncio.create_task(
+            world.tasks.exchange(
+                workload(),
+                dataclasses.replace(WRITE, task_id=f"t-wait-{n}"),
+                wait_for_approval=dt.timedelta(minutes=5),
+            )
+        )
+        for n in range(2)
+    ]
+    while world.approvals.signals.waiting < 2:
+        await asyncio.sleep(0)
+
+    with pytest.raises(ResourceExhausted) as refused:
+        third = world.tasks.exchange(
+            workload(),
+            dataclasses.replace(WRITE, task_id="t-wait-3"),
+            wait_for_approval=dt.timedelta(minutes=5),
+        )
+        await asyncio.wait_for(third, WAIT)  # refused at once, or it would wait its 5 minutes
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert refused.value.message.startswith(
+        f"{AGENT} already has 2 exchanges waiting for approval, the most it may have"
+    )
 
 
 async def test_a_waiting_exchange_ends_with_the_denial(world: World) -> None:

@@ -21,6 +21,7 @@ from taskpass.server.errors import (
     InvalidRequest,
     PermissionDenied,
     PolicyDenied,
+    ResourceExhausted,
     printable,
 )
 from taskpass.server.identity.workload import Workload
@@ -66,6 +67,9 @@ class StaticPolicy:
 
 
 MAX_APPROVAL_WAIT = dt.timedelta(hours=1)
+MAX_WAITING_PER_WORKLOAD = 20
+"""Exchanges one workload may have waiting for an approver at once: each holds a call and a
+task on the server for up to MAX_APPROVAL_WAIT."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,7 @@ class TaskService:
         self._approvals = approvals
         self._revocation = revocation
         self._is_orchestrator = is_orchestrator
+        self._waiting: dict[str, int] = {}  # exchanges waiting for an approver, per workload
         self._delegation = delegation_planner or delegation.Delegation(
             verifier=verifier, store=store, bans=revocation.bans if revocation else None
         )
@@ -243,7 +248,7 @@ class TaskService:
         """Wait for the approval if asked, then use it once for this task."""
         assert self._approvals is not None
         if wait and approval.effective_state(self._clock.now()) is ApprovalState.PENDING:
-            approval = await self._approvals.wait(approval.approval_id, wait)
+            approval = await self._wait_for(workload, approval, wait)
         state = approval.effective_state(self._clock.now())
         if state is ApprovalState.DENIED:
             raise PermissionDenied(
@@ -302,6 +307,27 @@ class TaskService:
             approval_id=consumed.approval_id,
             hop=hop,
         )
+
+    async def _wait_for(
+        self, workload: Workload, approval: ApprovalRecord, wait: dt.timedelta
+    ) -> ApprovalRecord:
+        assert self._approvals is not None
+        waiting = self._waiting.get(workload.id, 0)
+        if waiting >= MAX_WAITING_PER_WORKLOAD:
+            raise ResourceExhausted(
+                f"{workload.id} already has {waiting} exchanges waiting for approval, the most "
+                f"it may have; ask again without waiting (approval {approval.approval_id} is "
+                "pending) or wait for one of them to end"
+            )
+        self._waiting[workload.id] = waiting + 1
+        try:
+            return await self._approvals.wait(approval.approval_id, wait)
+        finally:
+            left = self._waiting[workload.id] - 1
+            if left:
+                self._waiting[workload.id] = left
+            else:
+                del self._waiting[workload.id]
 
     async def _check_task_can_be_issued(self, workload: Workload, task: TaskDescriptor) -> None:
         """Refuse before any approver is asked what could never be issued afterwards."""
