@@ -381,8 +381,8 @@ MISSING_ATTRIBUTE = 'task.attributes["team"] == "billing"'
             READ_GRANT
             + f"- id: cap.team\n  effect: cap\n  max_ttl: 1m\n  when: '{MISSING_ATTRIBUTE}'\n",
             Outcome.ALLOW,
-            ("grant.read",),
-            id="cap-does-not-match",
+            ("grant.read", "cap.team"),
+            id="cap-matches",  # the shorter lifetime: not applying it would fail open
         ),
     ],
 )

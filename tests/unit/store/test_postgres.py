@@ -27,10 +27,11 @@ from taskpass.server.store.base import MAX_PAGE, EventNotifier
 from taskpass.server.store.postgres import PostgresStore, prepare_connection
 from taskpass.server.store.postgres_schema import SCHEMA_KEY
 from taskpass.server.store.postgres_writer import WRITE_LOCK
-from taskpass.server.store.records import AuditEntry
+from taskpass.server.store.records import ApprovalState, AuditEntry
 from taskpass.server.store.sqlite import SqliteStore
 from tests.support.postgres import base_dsn, raw_connection, with_params
 
+from . import test_approvals as approvals
 from .builders import AGENT, T0, entry, issue, task_revocation
 
 pytestmark = pytest.mark.postgres
@@ -179,6 +180,29 @@ async def test_an_issuance_is_refused_under_a_ban_another_replica_committed(
         await issue(store, "jti-other", requester=TOOL, task_id="task-2")  # not covered
 
         assert await store.credentials.get_credential("jti-after-ban") is None
+
+
+async def test_an_approval_is_not_used_once_its_approver_was_banned_on_another_replica(
+    pg_dsn: str,
+) -> None:
+    async with PostgresStore(pg_dsn) as store:
+        await approvals.create(store, approvals.pending())
+        await approvals.approve(store)
+        async with raw_connection(pg_dsn) as conn:  # the ban, committed by another replica
+            await conn.execute(
+                "INSERT INTO bans (pattern, banned_at, banned_by, reason) "
+                "VALUES ($1, now(), 'spiffe://example.org/security/admin', 'key stolen')",
+                approvals.APPROVER,
+            )
+        with pytest.raises(PermissionDenied) as refused:
+            await approvals.consume(store)
+        still = await store.approvals.get("apr-1")
+
+    assert refused.value.message == (
+        f"approval apr-1 was given by {approvals.APPROVER}, who has been banned since; a new "
+        "approval needs a new task_id"
+    )
+    assert still is not None and still.state is ApprovalState.APPROVED  # not used up
 
 
 # -- faults and driver errors --------------------------------------------------------------------

@@ -81,7 +81,8 @@ class PolicyEngine:
         if matches.errored:
             note = (
                 f"; condition of {_rules_phrase(matches.errored)} failed to evaluate and was"
-                " treated as matched for deny/approval rules, unmatched for grant/cap (fail closed)"
+                " treated as matched for deny/approval/cap rules, unmatched for grants"
+                " (fail closed)"
             )
         if matches.denies:
             return self._deny(ids, f"denied by {_rules_phrase(matches.denies)}{note}")

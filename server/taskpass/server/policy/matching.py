@@ -41,8 +41,9 @@ class CompiledRule:
 
     @property
     def match_on_error(self) -> bool:
-        """A condition that fails to evaluate matches a deny or approval rule (fail closed)."""
-        return self.rule.effect in (Effect.DENY, Effect.REQUIRE_APPROVAL)
+        """A condition that fails to evaluate matches a deny, approval or cap rule, never a
+        grant: each answer is the stricter one (fail closed)."""
+        return self.rule.effect in (Effect.DENY, Effect.REQUIRE_APPROVAL, Effect.CAP)
 
 
 @dataclass(frozen=True, slots=True)

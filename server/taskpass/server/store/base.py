@@ -213,6 +213,14 @@ def banned(workload_id: str, pattern: str) -> PermissionDenied:
     )
 
 
+def approver_banned(approval_id: str, approver: str) -> PermissionDenied:
+    return PermissionDenied(
+        f"approval {approval_id} was given by {approver}, who has been banned since; a new "
+        "approval needs a new task_id",
+        details={"approval_id": approval_id},
+    )
+
+
 PendingCursor = tuple[dt.datetime, str]
 """Where a page of pending approvals ended: the last one's created_at and approval_id."""
 

@@ -20,7 +20,6 @@ from typing import Any, Self
 import asyncpg
 
 from taskpass.server.errors import Conflict, NotFound, Unavailable
-from taskpass.server.policy.patterns import patterns_covering
 from taskpass.server.store import postgres_notify, postgres_schema
 from taskpass.server.store.base import StoreChange, banned, check_page, reused_task
 from taskpass.server.store.cascade import CascadeEvent, delegated_events, with_descendants
@@ -65,9 +64,6 @@ from taskpass.server.store.sqlite_writer import BatchObserver, WriterStats
 _INSERT_TASK = """
     INSERT INTO tasks (requester, task_id, digest, descriptor, created_at, completed_at)
     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (requester, task_id) DO NOTHING"""
-# Under the write lock every replica takes: a ban another replica committed is seen here even
-# before this replica's ban list has refreshed (revocation/bans.py refreshes every few seconds).
-_COVERING_BAN = "SELECT pattern FROM bans WHERE pattern = ANY($1::text[]) LIMIT 1"
 _TASK_STATE = """
     SELECT digest, completed_at FROM tasks WHERE requester = $1 AND task_id = $2 FOR UPDATE"""
 _SELECT_TASK = """
@@ -148,7 +144,7 @@ class PostgresCredentials:
         credential_row = codec.credential_to_row(credential)
 
         async def run(tx: PgWriteTx) -> None:
-            ban = await tx.conn.fetchval(_COVERING_BAN, patterns_covering(credential.requester))
+            ban = await tx.ban_covering(credential.requester)
             if ban is not None:
                 raise banned(credential.requester, ban)
             if credential.parent_jti is not None:

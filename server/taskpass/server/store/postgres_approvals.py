@@ -16,6 +16,7 @@ import datetime as dt
 from taskpass.server.store.base import (
     MAX_PAGE,
     PendingCursor,
+    approver_banned,
     check_page,
     not_usable,
     too_many_pending,
@@ -160,6 +161,11 @@ class PostgresApprovals:
     ) -> ApprovalRecord:
         async def run(tx: PgWriteTx) -> ApprovalRecord:
             consumed = await _one(tx, _CONSUME, at, approval_id, requester, digest, parent_jti)
+            # An approver banned on another replica, before this one's list refreshed: the raise
+            # rolls this operation back, the consumption with it.
+            approver = consumed.decided_by if consumed is not None else None
+            if approver and await tx.ban_covering(approver) is not None:
+                raise approver_banned(approval_id, approver)
             if consumed is None:
                 raise not_usable(
                     await _one(tx, _SELECT, approval_id),

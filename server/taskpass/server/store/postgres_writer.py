@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from taskpass.server.errors import StoreCorrupted, TaskpassError, Unavailable
+from taskpass.server.policy.patterns import patterns_covering
 from taskpass.server.store import postgres_notify
 from taskpass.server.store.audit_chain import GENESIS_HASH, HeadLog, chain_hash
 from taskpass.server.store.postgres_codec import codec
@@ -55,6 +56,7 @@ _HEADS = """
            (SELECT seq FROM audit ORDER BY seq DESC LIMIT 1),
            (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)"""
 _NOTIFY = "SELECT pg_notify($1, $2)"
+_BANS = "SELECT pattern FROM bans"
 # Column order follows row_codec.AUDIT / EVENTS.
 _INSERT_AUDIT = """
     INSERT INTO audit (seq, kind, actor, at, payload, prev_hash, hash)
@@ -75,14 +77,27 @@ class _Heads:
 class PgWriteTx:
     """What one write operation sees: the batch's connection, inside its own savepoint."""
 
-    __slots__ = ("_events", "_heads", "_topics", "conn")
+    __slots__ = ("_batch", "_events", "_heads", "_topics", "conn")
 
-    def __init__(self, conn: Any, heads: _Heads) -> None:
+    def __init__(self, conn: Any, heads: _Heads, batch: dict[str, Any] | None = None) -> None:
         self.conn = conn
         """The asyncpg connection, in the batch transaction (do not commit or roll back)."""
         self._heads = heads
         self._events = False
         self._topics: set[str] = set()
+        self._batch = {} if batch is None else batch
+
+    async def ban_covering(self, workload_id: str) -> str | None:
+        """The pattern of a ban in the table that covers `workload_id`, if any. The table is
+        read once per batch: no other replica can change it while this batch holds the write
+        lock, and a ban made on another replica is seen before this one's list refreshes."""
+        patterns: frozenset[str] | None = self._batch.get("bans")
+        if patterns is None:
+            rows = await self.conn.fetch(_BANS)
+            patterns = self._batch["bans"] = frozenset(row[0] for row in rows)
+        if not patterns:
+            return None
+        return next((p for p in patterns_covering(workload_id) if p in patterns), None)
 
     @property
     def heads(self) -> _Heads:
@@ -300,11 +315,12 @@ class PgBatchWriter:
                 )
             events = False
             topics: set[str] = set()
+            shared: dict[str, Any] = {}  # what the batch's operations read once (PgWriteTx)
             for op in batch:
                 savepoint = conn.transaction() if careful else None
                 if savepoint is not None:
                     await savepoint.start()
-                tx = PgWriteTx(conn, heads)
+                tx = PgWriteTx(conn, heads, shared)
                 try:
                     value = await op.fn(tx)
                 except DISCONNECTED:

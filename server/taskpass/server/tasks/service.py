@@ -31,7 +31,7 @@ from taskpass.server.policy.decision import Decision, Outcome
 from taskpass.server.policy.engine import PolicyEngine
 from taskpass.server.policy.request import PolicyRequest
 from taskpass.server.revocation.service import RevocationService
-from taskpass.server.store.base import Store, reused_task
+from taskpass.server.store.base import Store, approver_banned, reused_task
 from taskpass.server.store.records import (
     ApprovalRecord,
     ApprovalState,
@@ -264,12 +264,9 @@ class TaskService:
                 approver_groups=decision.approver_groups,
                 approval_id=approval.approval_id,
             )
-        if self._revocation is not None and self._revocation.bans.banned(approval.decided_by or ""):
-            raise PermissionDenied(
-                f"approval {approval.approval_id} was given by {approval.decided_by}, who has "
-                "been banned since; a new approval needs a new task_id",
-                details={"approval_id": approval.approval_id, "decision_id": decision_id},
-            )
+        approver = approval.decided_by or ""
+        if self._revocation is not None and self._revocation.bans.banned(approver):
+            raise approver_banned(approval.approval_id, approver)  # (PostgreSQL checks again)
         now = self._clock.now()
         satisfied = self._approvals.satisfied_by(approval)
         regranted = self._decide(workload, task, now, hop, satisfied)
