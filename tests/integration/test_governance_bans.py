@@ -3,6 +3,7 @@ nothing, an approval it gave before is not used, and a banned admin cannot lift 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -95,3 +96,23 @@ async def test_a_banned_admin_cannot_lift_its_own_ban(gov: Harness) -> None:
         await RevocationAdmin(deputy).unban(ADMIN, reason="new key issued")
     async with gov.agent(ADMIN) as admin:
         assert await RevocationAdmin(admin).list_bans() == ()
+
+
+async def test_an_approver_banned_while_watching_sees_no_more_requests(gov: Harness) -> None:
+    async with gov.agent(ALICE) as alice:
+        stream = approvals_of(alice).watch()
+        try:
+            first = asyncio.ensure_future(anext(stream))
+            await ask(gov)
+            await asyncio.wait_for(first, 5)  # the stream is live: alice saw the first request
+            await ban(gov, ALICE)
+            async with gov.agent(BILLING_BOT) as agent:  # a new request must not reach alice
+                with pytest.raises(ApprovalPending):
+                    await agent.exchange(
+                        Task(task_id="t-pay-2", audience="payments-api", action="write")
+                    )
+
+            with pytest.raises(PermissionDenied, match="banned by security"):
+                await asyncio.wait_for(anext(stream), 5)
+        finally:
+            await stream.aclose()

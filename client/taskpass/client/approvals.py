@@ -10,7 +10,7 @@ async with TaskpassClient.from_files(...) as client:      # the approver's own S
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +157,7 @@ class ApprovalsClient:
             raise from_rpc_error(error) from None
         return tuple(Approval.from_proto(a) for a in response.approvals)
 
-    async def watch(self) -> AsyncIterator[Approval]:
+    async def watch(self) -> AsyncGenerator[Approval, None]:
         """Every pending request you may decide, then each new one and each change, live.
 
         The same approval can arrive again with a new state; the latest wins. Runs until the

@@ -211,6 +211,7 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
     except BaseException:
         await store.close()
         raise
+    revocations = await _revocations(config, store, issuer, keys, clock, metrics)
     approvals = Approvals(
         store=store,
         groups=groups,
@@ -218,8 +219,8 @@ async def build_components(config: ServerConfig, clock: Clock) -> Components:
         ttl=config.approvals.ttl,
         recheck=config.approvals.recheck,
         approvers_of=lambda rule_id: policy.current().approvers_of(rule_id),
+        bans=revocations.bans,
     )
-    revocations = await _revocations(config, store, issuer, keys, clock, metrics)
     tasks = TaskService(
         policy=TimedPolicy(policy, metrics.policy_evaluated),
         issuer=issuer,

@@ -32,6 +32,7 @@ from taskpass.server.errors import (
 from taskpass.server.identity.groups import Groups
 from taskpass.server.identity.workload import Workload
 from taskpass.server.policy.decision import Decision, Outcome
+from taskpass.server.revocation.bans import BanList
 from taskpass.server.store.base import MAX_PAGE, PendingCursor, Store
 from taskpass.server.store.records import (
     ApprovalRecord,
@@ -106,6 +107,7 @@ class Approvals:
         recheck: dt.timedelta = DEFAULT_RECHECK,
         approvers_of: ApproversOf | None = None,
         max_pending: int = MAX_PENDING_PER_REQUESTER,
+        bans: BanList | None = None,
     ) -> None:
         """`recheck`: how often a waiter re-reads its approval even without a signal, so a
         decision whose notification was lost (another replica's) is still seen soon.
@@ -113,6 +115,7 @@ class Approvals:
         no longer has); without it, every rule of a request takes the request's groups."""
         self._approvers_of = approvers_of
         self._max_pending = max_pending
+        self._bans = bans
         if ttl <= dt.timedelta(0) or recheck <= dt.timedelta(0):
             raise ValueError("the approval ttl and the recheck interval must be positive")
         self._recheck = recheck.total_seconds()
@@ -293,6 +296,10 @@ class Approvals:
                 announced[approval.approval_id] = ApprovalState.PENDING
                 yield ApprovalChange(approval, ApprovalState.PENDING)
             async for approval_id in changes:
+                # A viewer banned while watching sees no more (PermissionDenied ends the
+                # stream): the interceptor refuses only calls that start after the ban.
+                if self._bans is not None:
+                    self._bans.check(viewer.id)
                 if approval_id == RESYNC:
                     for approval in await self.list_pending(viewer):
                         if announced.get(approval.approval_id) is not ApprovalState.PENDING:
