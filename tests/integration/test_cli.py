@@ -168,3 +168,20 @@ async def test_watch_exits_1_saying_why_when_the_server_cannot_be_reached(
 
     assert (code, out) == (1, "")
     assert "cannot reach the server: nothing listens there" in err
+
+
+async def test_introspect_prints_the_binding_one_member_a_line(
+    harness: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = await run(
+        capsys, "exchange", *connection(harness), *TASK, "--action", "read", "--token-only"
+    )
+    assert code == 0, err
+
+    code, out, _ = await run(capsys, "introspect", *connection(harness), out.strip())
+
+    assert code == 0
+    lines = out.splitlines()
+    assert "active: True" in lines
+    assert any(line.startswith("cnf.x5t#S256: ") for line in lines)
+    assert not any("{" in line for line in lines)  # no Python dict shown

@@ -104,7 +104,11 @@ def _print(value: Any, as_json: bool) -> None:
         print(json.dumps(value, sort_keys=True))
     elif isinstance(value, dict):
         for key, item in value.items():
-            print(f"{key}: {' '.join(item) if isinstance(item, list) else item}")
+            if isinstance(item, dict):  # cnf, act: one line per member, e.g. cnf.x5t#S256
+                for member, inner in item.items():
+                    print(f"{key}.{member}: {inner}")
+            else:
+                print(f"{key}: {' '.join(item) if isinstance(item, list) else item}")
     else:
         print(value)
 
