@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from taskpass.server.listeners import split_address
+
 JWKS_PATH = "/.well-known/jwks.json"
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 METRICS_PATH = "/metrics"
@@ -58,12 +60,12 @@ def build_http_app(
 
 async def start_http(app: web.Application, address: str) -> tuple[web.AppRunner, int]:
     """Start serving on host:port (port 0 picks one); returns the runner and the bound port."""
-    host, _, port = address.rpartition(":")
+    host, port = split_address(address)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    site = web.TCPSite(runner, host or "127.0.0.1", port)
     await site.start()
     server = site._server  # aiohttp exposes the bound socket only here
     sockets = getattr(server, "sockets", None) or []
-    bound = sockets[0].getsockname()[1] if sockets else int(port)
+    bound = sockets[0].getsockname()[1] if sockets else port
     return runner, bound

@@ -9,33 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from taskpass.server.policy.patterns import PatternKind, WorkloadPattern
+from taskpass.server.policy.patterns import patterns_covering
 from taskpass.server.store.base import BanStore, banned
 from taskpass.server.store.records import BanRecord
 
 
 class BanList:
     def __init__(self, bans: Iterable[BanRecord] = ()) -> None:
-        self._exact: dict[str, BanRecord] = {}
-        self._patterns: dict[str, tuple[WorkloadPattern, BanRecord]] = {}
+        self._bans: dict[str, BanRecord] = {}  # by pattern text (an exact ID is one too)
         self._generation = 0
         self._set(bans)
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        return (*self._exact, *self._patterns)
+        return tuple(self._bans)
 
     def banned(self, workload_id: str) -> BanRecord | None:
-        """The ban that covers `workload_id`, if any."""
-        if not self._exact and not self._patterns:
+        """The ban that covers `workload_id`, if any: a look-up of each pattern text that could
+        (patterns_covering, as the PostgreSQL issuance check does), not a scan of every ban."""
+        if not self._bans:
             return None
-        found = self._exact.get(workload_id)
-        if found is not None:
-            return found
-        for pattern, ban in self._patterns.values():
-            if pattern.matches(workload_id):
-                return ban
-        return None
+        return next(
+            (self._bans[p] for p in patterns_covering(workload_id) if p in self._bans), None
+        )
 
     def check(self, workload_id: str) -> None:
         """Raise PermissionDenied if `workload_id` is banned."""
@@ -45,12 +41,11 @@ class BanList:
 
     def add(self, ban: BanRecord) -> None:
         self._generation += 1
-        self._put(ban)
+        self._bans[ban.pattern] = ban
 
     def remove(self, pattern: str) -> None:
         self._generation += 1
-        self._exact.pop(pattern, None)
-        self._patterns.pop(pattern, None)
+        self._bans.pop(pattern, None)
 
     async def refresh(self, store: BanStore) -> None:
         """Replace the list with the store's, unless a local ban/unban happened meanwhile (the
@@ -61,14 +56,4 @@ class BanList:
             self._set(bans)
 
     def _set(self, bans: Iterable[BanRecord]) -> None:
-        self._exact.clear()
-        self._patterns.clear()
-        for ban in bans:
-            self._put(ban)
-
-    def _put(self, ban: BanRecord) -> None:
-        pattern = WorkloadPattern.parse(ban.pattern)
-        if pattern.kind is PatternKind.EXACT:
-            self._exact[ban.pattern] = ban
-        else:
-            self._patterns[ban.pattern] = (pattern, ban)
+        self._bans = {ban.pattern: ban for ban in bans}

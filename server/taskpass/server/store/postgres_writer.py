@@ -67,6 +67,13 @@ _INSERT_EVENT = """
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
 
 
+@dataclass(slots=True)
+class _BatchReads:
+    """What a batch's operations read once and share (see PgWriteTx.ban_covering)."""
+
+    bans: frozenset[str] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Heads:
     audit_seq: int
@@ -79,22 +86,22 @@ class PgWriteTx:
 
     __slots__ = ("_batch", "_events", "_heads", "_topics", "conn")
 
-    def __init__(self, conn: Any, heads: _Heads, batch: dict[str, Any] | None = None) -> None:
+    def __init__(self, conn: Any, heads: _Heads, batch: _BatchReads | None = None) -> None:
         self.conn = conn
         """The asyncpg connection, in the batch transaction (do not commit or roll back)."""
         self._heads = heads
         self._events = False
         self._topics: set[str] = set()
-        self._batch = {} if batch is None else batch
+        self._batch = _BatchReads() if batch is None else batch
 
     async def ban_covering(self, workload_id: str) -> str | None:
         """The pattern of a ban in the table that covers `workload_id`, if any. The table is
         read once per batch: no other replica can change it while this batch holds the write
         lock, and a ban made on another replica is seen before this one's list refreshes."""
-        patterns: frozenset[str] | None = self._batch.get("bans")
+        patterns = self._batch.bans
         if patterns is None:
             rows = await self.conn.fetch(_BANS)
-            patterns = self._batch["bans"] = frozenset(row[0] for row in rows)
+            patterns = self._batch.bans = frozenset(row[0] for row in rows)
         if not patterns:
             return None
         return next((p for p in patterns_covering(workload_id) if p in patterns), None)
@@ -315,7 +322,7 @@ class PgBatchWriter:
                 )
             events = False
             topics: set[str] = set()
-            shared: dict[str, Any] = {}  # what the batch's operations read once (PgWriteTx)
+            shared = _BatchReads()
             for op in batch:
                 savepoint = conn.transaction() if careful else None
                 if savepoint is not None:
